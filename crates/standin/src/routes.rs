@@ -1,0 +1,165 @@
+//! The request pipeline: every request is read, recorded, authenticated, faulted and routed here, in one order.
+
+use crate::errors::ApiError;
+use crate::faults::{self, Fault};
+use crate::state::App;
+use crate::{chat, completions, control, embeddings, images, models, moderations, responses, text};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body read (room for base64 images sent to moderation).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The rate-limit headers OpenAI puts on every answer; a 429 brings its own.
+const RATE_LIMIT_HEADERS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-tokens", "29999000"),
+    ("x-ratelimit-reset-tokens", "0s"),
+];
+
+/// The stand-in's whole HTTP surface: every request goes through [`dispatch`].
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(dispatch).with_state(app)
+}
+
+/// Every request takes these steps, in this order:
+/// 1. read the body (capped at [`MAX_BODY_BYTES`]);
+/// 2. `/_standin/…` goes to the control API (never recorded, authenticated or faulted);
+/// 3. `/v1/…` is recorded, also when it then fails;
+/// 4. the API key is checked (401 `invalid_api_key`);
+/// 5. the fault is taken: a queued one, overridden field by field by `x-standin-fault`;
+/// 6. `delay_ms` is waited out; a `status` fault answers with its error;
+/// 7. the endpoint answers (streams apply `chunk_delay_ms` and `cut_after` themselves);
+/// 8. `x-request-id` (and for `/v1` the `x-ratelimit-*` headers) are stamped on the answer.
+async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let is_v1 = path == "/v1" || path.starts_with("/v1/");
+    let mut response = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Err(_) => ApiError::too_large(MAX_BODY_BYTES).into_response(),
+        Ok(body) if path.starts_with("/_standin/") => {
+            control::handle(&app, &parts.method, path, &body)
+        }
+        Ok(body) if is_v1 => v1(&app, &parts, body).await,
+        Ok(_) => ApiError::invalid_url(&parts.method, path).into_response(),
+    };
+    stamp(response.headers_mut(), is_v1);
+    response
+}
+
+/// Steps 3–7 for one `/v1` call.
+async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Response {
+    app.recorder.record(parts, &body);
+    if let Err(error) = app.check_auth(&parts.headers) {
+        return error.into_response();
+    }
+    let path = parts.uri.path();
+    let fault = match fault_for(app, path, &parts.headers) {
+        Ok(fault) => fault,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(ms) = fault.delay_ms.filter(|ms| *ms > 0) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = fault.status {
+        return ApiError::for_status(status).into_response();
+    }
+    endpoint(app, &parts.method, path, &body, fault).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The fault for this call: the queued one (if any applies), overridden by the header.
+fn fault_for(app: &App, path: &str, headers: &HeaderMap) -> Result<Fault, ApiError> {
+    let queued = app.faults.take(path).unwrap_or_default();
+    let Some(header) = headers.get(faults::HEADER) else {
+        return Ok(queued);
+    };
+    let spec = String::from_utf8_lossy(header.as_bytes());
+    let from_header = Fault::parse(&spec).map_err(|problem| {
+        ApiError::invalid_request(format!("{}: {problem}", faults::HEADER))
+            .code("invalid_standin_fault")
+    })?;
+    Ok(queued.overridden_by(from_header))
+}
+
+/// Routes a `/v1` call to its endpoint; a known path with the wrong method is a 405.
+fn endpoint(
+    app: &App,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    fault: Fault,
+) -> Result<Response, ApiError> {
+    let route = path.strip_prefix("/v1").unwrap_or(path);
+    let expected = match route {
+        "/chat/completions"
+        | "/responses"
+        | "/completions"
+        | "/embeddings"
+        | "/moderations"
+        | "/images/generations" => Method::POST,
+        "/models" => Method::GET,
+        _ if route.starts_with("/models/") || route.starts_with("/safety/cases/") => Method::GET,
+        _ => return Err(ApiError::invalid_url(method, path)),
+    };
+    if *method != expected {
+        return Err(ApiError::invalid_method(method, path));
+    }
+    match route {
+        "/chat/completions" => chat::create(app, body, fault),
+        "/responses" => responses::create(app, body, fault),
+        "/completions" => completions::create(app, body, fault),
+        "/embeddings" => embeddings::create(body),
+        "/moderations" => moderations::create(body),
+        "/images/generations" => images::create(body),
+        "/models" => Ok(models::list()),
+        _ => {
+            if let Some(id) = route.strip_prefix("/models/") {
+                models::get(id)
+            } else if let Some(id) = route.strip_prefix("/safety/cases/") {
+                app.cases.get(id)
+            } else {
+                Err(ApiError::invalid_url(method, path))
+            }
+        }
+    }
+}
+
+/// Step 8: headers every answer carries; ones the answer already set are kept.
+fn stamp(headers: &mut HeaderMap, is_v1: bool) {
+    if let Ok(id) = HeaderValue::from_str(&text::id("req_")) {
+        headers
+            .entry(HeaderName::from_static("x-request-id"))
+            .or_insert(id);
+    }
+    if is_v1 {
+        for (name, value) in RATE_LIMIT_HEADERS {
+            headers
+                .entry(HeaderName::from_static(name))
+                .or_insert(HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// A 200 `application/json` answer.
+pub(crate) fn json(value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut response = Response::new(Body::from(bytes));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(_) => ApiError::for_status(500).into_response(),
+    }
+}

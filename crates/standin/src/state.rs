@@ -1,0 +1,51 @@
+//! The state every request shares: the request log, queued faults, safety cases and the API key.
+
+use crate::cases::Cases;
+use crate::errors::ApiError;
+use crate::faults::FaultQueue;
+use crate::record::Recorder;
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+use std::sync::Arc;
+
+/// Shared by all connections of one stand-in. No `Debug`: it holds the API key.
+pub(crate) struct App {
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) faults: FaultQueue,
+    pub(crate) cases: Cases,
+    /// The key every `/v1` call must bear, if any.
+    api_key: Option<String>,
+}
+
+impl App {
+    pub(crate) fn new(api_key: Option<String>) -> Self {
+        Self {
+            recorder: Arc::new(Recorder::default()),
+            faults: FaultQueue::default(),
+            cases: Cases::default(),
+            api_key,
+        }
+    }
+
+    /// Checks `Authorization: Bearer KEY` (scheme in any case) when a key is configured.
+    pub(crate) fn check_auth(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.api_key else {
+            return Ok(());
+        };
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return Err(ApiError::invalid_api_key(None));
+        };
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let given = value
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map_or("", |_| value[7..].trim());
+        if given == expected.as_str() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_api_key(
+                (!given.is_empty()).then_some(given),
+            ))
+        }
+    }
+}

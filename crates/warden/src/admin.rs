@@ -1,0 +1,58 @@
+//! The admin listener: health and readiness for now; the operator API grows here.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gateway::Gateway;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(gateway)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Err(err) = axum::serve(listener, router(gateway))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(%err, "admin listener failed");
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the store answers: without it keys and events cannot be trusted.
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    match gateway.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "store": gateway.store.backend() })),
+        ),
+        Err(err) => {
+            tracing::warn!(%err, "readiness: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "store": gateway.store.backend() })),
+            )
+        }
+    }
+}

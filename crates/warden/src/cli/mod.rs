@@ -1,0 +1,108 @@
+//! The command line: `serve`, `check-config`, `keys`, `demo`. Printing is this module's
+//! job, so it may write to stdout.
+#![allow(clippy::print_stdout)]
+
+mod check_config;
+mod demo;
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "OpenAI-compatible gateway that keeps your OpenAI account in good standing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults without a config file).
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: print every problem with its key path, exit non-zero if any.
+    CheckConfig { file: PathBuf },
+    /// Manage virtual keys in the store.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
+    Demo(demo::DemoArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve::run(config).await,
+            Command::CheckConfig { file } => return check_config::run(&file),
+            Command::Keys { command, config } => keys::run(command, config).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config named on the command line, or the embedded default.
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let loaded = match path {
+        Some(path) => Config::from_file(path),
+        None => Config::embedded_default(),
+    };
+    loaded.map_err(|problems| {
+        let source = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".into());
+        anyhow::anyhow!("invalid configuration ({source}):\n{problems}")
+    })
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the configured level.
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,45 @@
+//! `warden serve`: run until SIGINT or SIGTERM, then drain.
+
+use std::path::PathBuf;
+
+use crate::config::ProcessEnv;
+use crate::server;
+
+pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = super::load_config(config_path.as_ref())?;
+    super::init_logging(&config);
+    let running = server::start(&config, &ProcessEnv).await?;
+    // Tests and scripts read this line to learn the ports (listen = "…:0").
+    println!(
+        "warden listening on http://{} (admin http://{})",
+        running.public_addr, running.admin_addr
+    );
+    tracing::info!(public = %running.public_addr, admin = %running.admin_addr, store = running.gateway.store.backend(), "warden started");
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

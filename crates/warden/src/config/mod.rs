@@ -1,0 +1,164 @@
+//! Configuration: the raw TOML is read, then validated into types that cannot hold an
+//! invalid state. Every problem is reported at once, with its key path.
+
+pub mod env;
+pub mod problems;
+pub mod raw;
+pub mod schema;
+pub mod secrets;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use env::{EnvSource, MapEnv, ProcessEnv};
+pub use problems::{Problem, Problems};
+pub use secrets::Secrets;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+pub const DEFAULT_UPSTREAM_KEY_ENV: &str = "OPENAI_API_KEY";
+pub const DEFAULT_STORAGE: &str = "sqlite://warden-data/warden.db";
+pub const DEFAULT_SAFETY_SECRET_ENV: &str = "WARDEN_SAFETY_SECRET";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub storage: StorageConfig,
+    pub identity: IdentityConfig,
+    pub log: LogConfig,
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub request_body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Scheme, authority and path prefix (e.g. `https://api.openai.com/v1`), no trailing slash.
+    pub base_url: http::Uri,
+    pub api_key_env: String,
+    /// Named in the file: a missing variable is then an error, not a warning.
+    pub api_key_required: bool,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    Sqlite { path: PathBuf },
+    SqliteMemory,
+    Postgres { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub safety_identifier_secret_env: String,
+    /// Named in the file: a missing variable is an error. Otherwise Warden keeps a
+    /// generated secret in the store so identifiers stay stable across restarts.
+    pub secret_required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndUserPolicy {
+    Required,
+    Optional,
+}
+
+impl EndUserPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndUserPolicy::Required => "required",
+            EndUserPolicy::Optional => "optional",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "required" => Some(EndUserPolicy::Required),
+            "optional" => Some(EndUserPolicy::Optional),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub name: String,
+    pub secret_env: Option<String>,
+    pub upstream_key_env: Option<String>,
+    pub openai_project: Option<String>,
+    pub end_user: EndUserPolicy,
+    pub trusted_user_field: bool,
+    pub jwt: Option<JwtConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum JwtKeySource {
+    Hs256SecretEnv(String),
+    Rs256PublicKeyFile(PathBuf),
+    JwksFile(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: JwtKeySource,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub user_claim: String,
+}
+
+impl Config {
+    /// Parses and validates a config text; every problem is returned at once.
+    pub fn from_toml(text: &str) -> Result<Config, Problems> {
+        let mut problems = Problems::default();
+        let raw = raw::RawConfig::parse(text, &mut problems);
+        let config = validate::validate(&raw, &mut problems);
+        problems.into_result(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, Problems> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text),
+            Err(err) => {
+                let mut problems = Problems::default();
+                problems.push("", format!("cannot read {}: {err}", path.display()));
+                Err(problems)
+            }
+        }
+    }
+
+    /// The embedded default: no file at all.
+    pub fn embedded_default() -> Result<Config, Problems> {
+        Config::from_toml("")
+    }
+}
+
+#[cfg(test)]
+mod tests;

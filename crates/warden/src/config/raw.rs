@@ -1,0 +1,153 @@
+//! The config file as written: every section and key Warden accepts, nothing validated yet.
+
+use super::problems::Problems;
+use super::schema::section;
+
+section! {
+    pub struct RawServer {
+        listen: String,
+        admin_listen: String,
+        max_body_bytes: u64,
+        trusted_proxies: Vec<String>,
+        request_body_timeout_secs: u64,
+    }
+}
+
+section! {
+    pub struct RawUpstream {
+        base_url: String,
+        api_key_env: String,
+        organization: String,
+        project: String,
+        connect_timeout_secs: u64,
+        timeout_secs: u64,
+    }
+}
+
+section! {
+    pub struct RawStorage {
+        url: String,
+    }
+}
+
+section! {
+    pub struct RawIdentity {
+        safety_identifier_secret_env: String,
+    }
+}
+
+section! {
+    pub struct RawLog {
+        level: String,
+        format: String,
+    }
+}
+
+section! {
+    pub struct RawKey {
+        name: String,
+        secret_env: String,
+        upstream_key_env: String,
+        openai_project: String,
+        end_user: String,
+        trusted_user_field: bool,
+        jwt: toml::Value,
+    }
+}
+
+section! {
+    pub struct RawJwt {
+        hs256_secret_env: String,
+        rs256_public_key_file: String,
+        jwks_file: String,
+        issuer: String,
+        audience: String,
+        user_claim: String,
+    }
+}
+
+/// A key entry with its nested `jwt` table read too.
+#[derive(Debug, Clone, Default)]
+pub struct RawKeyEntry {
+    pub key: RawKey,
+    pub jwt: Option<RawJwt>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub storage: RawStorage,
+    pub identity: RawIdentity,
+    pub log: RawLog,
+    pub keys: Vec<RawKeyEntry>,
+    /// Sections present in the file (defaults apply differently when a section is explicit).
+    pub explicit: Vec<String>,
+}
+
+const SECTIONS: &[&str] = &["server", "upstream", "storage", "identity", "log", "keys"];
+
+impl RawConfig {
+    pub fn parse(text: &str, problems: &mut Problems) -> RawConfig {
+        let mut raw = RawConfig::default();
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(err) => {
+                problems.push(
+                    "",
+                    format!("not valid TOML: {}", one_line(&err.to_string())),
+                );
+                return raw;
+            }
+        };
+        for (name, value) in &table {
+            raw.explicit.push(name.clone());
+            match name.as_str() {
+                "server" => raw.server = RawServer::read(value, name, problems),
+                "upstream" => raw.upstream = RawUpstream::read(value, name, problems),
+                "storage" => raw.storage = RawStorage::read(value, name, problems),
+                "identity" => raw.identity = RawIdentity::read(value, name, problems),
+                "log" => raw.log = RawLog::read(value, name, problems),
+                "keys" => raw.keys = read_keys(value, problems),
+                other => problems.push(
+                    other,
+                    format!("unknown section (known sections: {})", SECTIONS.join(", ")),
+                ),
+            }
+        }
+        raw
+    }
+
+    pub fn is_explicit(&self, section: &str) -> bool {
+        self.explicit.iter().any(|s| s == section)
+    }
+}
+
+fn read_keys(value: &toml::Value, problems: &mut Problems) -> Vec<RawKeyEntry> {
+    let Some(items) = value.as_array() else {
+        problems.push("keys", "expected an array of tables ([[keys]])");
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("keys[{i}]");
+            let key = RawKey::read(item, &path, problems);
+            let jwt = key
+                .jwt
+                .as_ref()
+                .map(|v| RawJwt::read(v, &format!("{path}.jwt"), problems));
+            RawKeyEntry { key, jwt }
+        })
+        .collect()
+}
+
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,226 @@
+//! Every way a request can fail, mapped to an HTTP status and OpenAI's error envelope in one place.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+/// A refusal or failure that Warden answers itself, in OpenAI's error envelope.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WardenError {
+    #[error("missing API key")]
+    MissingApiKey,
+    #[error("invalid API key")]
+    InvalidApiKey,
+    #[error("invalid end-user token: {0}")]
+    InvalidUserToken(String),
+    #[error("end user required")]
+    EndUserRequired { key: String },
+    #[error("invalid end user: {0}")]
+    InvalidEndUser(String),
+    #[error("end-user header not accepted on this key")]
+    EndUserHeaderNotAccepted { key: String },
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body is not a JSON object")]
+    BodyNotObject,
+    #[error("invalid type for {param}")]
+    InvalidType {
+        param: &'static str,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("body over {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body timed out")]
+    BodyTimeout,
+    #[error("client body read failed")]
+    BodyRead,
+    #[error("unsupported content encoding {0}")]
+    UnsupportedEncoding(String),
+    #[error("unknown path")]
+    NotFound { method: String, path: String },
+    #[error("method not allowed")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("no upstream key")]
+    NoUpstreamKey,
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl WardenError {
+    pub fn status(&self) -> StatusCode {
+        use WardenError::*;
+        match self {
+            MissingApiKey | InvalidApiKey | InvalidUserToken(_) => StatusCode::UNAUTHORIZED,
+            EndUserRequired { .. }
+            | InvalidEndUser(_)
+            | EndUserHeaderNotAccepted { .. }
+            | MalformedJson(_)
+            | BodyNotObject
+            | InvalidType { .. }
+            | BodyRead => StatusCode::BAD_REQUEST,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotFound { .. } => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            NoUpstreamKey => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `code` field; also the low-cardinality label for metrics and events.
+    pub fn code(&self) -> &'static str {
+        use WardenError::*;
+        match self {
+            MissingApiKey | InvalidApiKey => "invalid_api_key",
+            InvalidUserToken(_) => "invalid_user_token",
+            EndUserRequired { .. } => "missing_end_user",
+            InvalidEndUser(_) => "invalid_end_user",
+            EndUserHeaderNotAccepted { .. } => "end_user_header_not_accepted",
+            MalformedJson(_) | BodyNotObject => "invalid_json",
+            InvalidType { .. } => "invalid_type",
+            BodyTooLarge { .. } => "request_too_large",
+            BodyTimeout => "request_timeout",
+            BodyRead => "request_body_unreadable",
+            UnsupportedEncoding(_) => "unsupported_content_encoding",
+            NotFound { .. } => "unknown_url",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            NoUpstreamKey => "upstream_key_missing",
+            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+            Internal => "internal_error",
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        use WardenError::*;
+        match self {
+            NoUpstreamKey | UpstreamUnavailable | UpstreamTimeout | Internal => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            WardenError::InvalidType { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees. It never contains request content, upstream details or keys.
+    pub fn message(&self) -> String {
+        use WardenError::*;
+        match self {
+            MissingApiKey => "You didn't provide an API key. Send your Warden key as 'Authorization: Bearer <key>'.".into(),
+            InvalidApiKey => "Incorrect API key provided. Use a Warden virtual key issued by your operator.".into(),
+            InvalidUserToken(why) => format!("The X-Warden-User-Token is not valid: {why}."),
+            EndUserRequired { key } => format!(
+                "The key '{key}' requires an end user: send the X-Warden-User header (or the token or body field this key is configured for)."
+            ),
+            InvalidEndUser(why) => format!("The end user id is not valid: {why}."),
+            EndUserHeaderNotAccepted { key } => format!(
+                "The key '{key}' takes its end user only from a signed X-Warden-User-Token; the X-Warden-User header is not accepted."
+            ),
+            MalformedJson(detail) => format!(
+                "We could not parse the JSON body of your request ({detail}). The body must be a valid UTF-8 JSON object."
+            ),
+            BodyNotObject => "The request body must be a JSON object.".into(),
+            InvalidType { param, expected, got } => {
+                format!("Invalid type for '{param}': expected {expected}, but got {got} instead.")
+            }
+            BodyTooLarge { limit } => format!("The request body exceeds the maximum of {limit} bytes."),
+            BodyTimeout => "The request body was not received in time.".into(),
+            BodyRead => "The request body could not be read.".into(),
+            UnsupportedEncoding(enc) => format!(
+                "Content-Encoding '{enc}' is not supported; send the body uncompressed."
+            ),
+            NotFound { method, path } => format!("Invalid URL ({method} {path})"),
+            MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}."),
+            NoUpstreamKey => "Warden has no upstream OpenAI key configured for this service; the operator must set it.".into(),
+            UpstreamUnavailable => "The upstream API could not be reached. Please retry.".into(),
+            UpstreamTimeout => "The upstream API did not answer in time. Please retry.".into(),
+            Internal => "Internal error in Warden.".into(),
+        }
+    }
+
+    /// The whole HTTP answer: status, OpenAI envelope, and the request id for support.
+    pub fn to_response(&self, request_id: &str) -> Response<Bytes> {
+        let mut message = self.message();
+        if self.status().is_server_error() {
+            message = format!("{message} (request id {request_id})");
+        }
+        let body = json!({
+            "error": {
+                "message": message,
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::proxy::headers::WARDEN_REQUEST_ID, id);
+        }
+        if matches!(self, WardenError::MethodNotAllowed { .. }) {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        // The SDKs retry 5xx by default; a missing upstream key will not fix itself.
+        if matches!(self, WardenError::NoUpstreamKey) {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn envelope_has_all_four_keys() {
+        let response = WardenError::InvalidApiKey.to_response("req_1");
+        assert_eq!(response.status(), 401);
+        let v: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        let error = v["error"].as_object().unwrap();
+        for key in ["message", "type", "param", "code"] {
+            assert!(error.contains_key(key), "missing {key}");
+        }
+        assert_eq!(error["code"], "invalid_api_key");
+        assert!(error["param"].is_null());
+    }
+
+    #[test]
+    fn server_errors_name_the_request_id_and_nothing_else() {
+        let response = WardenError::UpstreamUnavailable.to_response("req_abc");
+        let v: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(response.status(), 502);
+        assert!(v["error"]["message"].as_str().unwrap().contains("req_abc"));
+        assert_eq!(v["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn wrong_type_names_the_param() {
+        let err = WardenError::InvalidType {
+            param: "messages",
+            expected: "an array",
+            got: "a string",
+        };
+        let v: serde_json::Value = serde_json::from_slice(err.to_response("r").body()).unwrap();
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(err.status(), 400);
+    }
+}

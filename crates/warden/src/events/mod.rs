@@ -1,0 +1,38 @@
+//! Every decision becomes an event, recorded through one interface. The hot path only
+//! queues; a background writer batches events to the sinks (log lines, the store).
+
+mod writer;
+
+pub use writer::{EventLog, EventSink, LogSink, StoreSink};
+
+/// One row of the event log, flat so both store backends and the log line share it.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub request_id: String,
+    pub at_ms: i64,
+    /// `request` for now; later stages add their own kinds (flag, strike, admin, …).
+    pub kind: &'static str,
+    pub key_name: Option<String>,
+    pub end_user: Option<String>,
+    pub safety_identifier: Option<String>,
+    pub client_ip: Option<String>,
+    pub endpoint: &'static str,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    /// `allowed`, `blocked`, `failed` (upstream or Warden fault) or `cancelled`.
+    pub outcome: &'static str,
+    /// The error code or stream ending that explains a non-allowed outcome.
+    pub reason: Option<String>,
+    pub latency_us: i64,
+    pub upstream_us: Option<i64>,
+    /// Stage trail and extras as compact JSON.
+    pub detail: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

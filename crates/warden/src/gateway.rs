@@ -1,0 +1,128 @@
+//! Everything a running gateway holds, assembled once from the config and its secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::config::{Config, Problems, Secrets};
+use crate::events::{EventLog, EventSink, LogSink, StoreSink};
+use crate::identity::jwt::JwtVerifier;
+use crate::identity::safety_id::SafetyIdentifiers;
+use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
+use crate::pipeline::{Pipeline, StageDeps};
+use crate::proxy::headers::bearer;
+use crate::proxy::upstream::Upstream;
+use crate::secret::Secret;
+use crate::store::Store;
+
+const SAFETY_SECRET_SETTING: &str = "safety_identifier_secret";
+const KEY_REFRESH: Duration = Duration::from_secs(1);
+
+pub struct Gateway {
+    pub pipeline: Pipeline,
+    pub upstream: Upstream,
+    pub events: EventLog,
+    pub keys: Arc<KeyRegistry>,
+    pub store: Store,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Gateway {
+    /// Builds the gateway; every config or secret problem is reported at once.
+    pub async fn build(
+        config: &Config,
+        secrets: &Secrets,
+        store: Store,
+    ) -> anyhow::Result<Gateway> {
+        let declared = declared_keys(config, secrets).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let keys = Arc::new(KeyRegistry::new(declared));
+        keys.replace_stored(&store.list_keys().await?);
+
+        let safety_secret = match &secrets.safety_identifier {
+            Some(secret) => secret.clone(),
+            None => Secret::new(
+                store
+                    .setting_or_insert(
+                        SAFETY_SECRET_SETTING,
+                        crate::keys::generate_secret()?.expose(),
+                    )
+                    .await?,
+            ),
+        };
+        let safety_ids = Arc::new(SafetyIdentifiers::new(&safety_secret));
+
+        let sinks: Vec<Box<dyn EventSink>> =
+            vec![Box::new(LogSink), Box::new(StoreSink(store.clone()))];
+        let events = EventLog::start(sinks);
+        let pipeline = Pipeline::standard(StageDeps {
+            keys: keys.clone(),
+            safety_ids,
+            max_body_bytes: config.server.max_body_bytes,
+            body_timeout: config.server.request_body_timeout,
+        });
+        Ok(Gateway {
+            pipeline,
+            upstream: Upstream::new(&config.upstream, secrets.upstream_default.as_ref())?,
+            events,
+            keys,
+            store,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        })
+    }
+
+    /// Keeps the key table in step with the store, so `warden keys create|revoke` on any
+    /// machine takes effect here within a second.
+    pub fn spawn_key_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gateway = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                match gateway.store.list_keys().await {
+                    Ok(stored) => gateway.keys.replace_stored(&stored),
+                    Err(err) => {
+                        tracing::warn!(%err, "could not refresh virtual keys; keeping the last known set")
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn declared_keys(config: &Config, secrets: &Secrets) -> Result<Vec<DeclaredKey>, Problems> {
+    let mut problems = Problems::default();
+    let mut keys = Vec::with_capacity(config.keys.len());
+    for (i, (key, secret)) in config.keys.iter().zip(&secrets.keys).enumerate() {
+        let jwt = match (&key.jwt, &secret.jwt) {
+            (Some(jwt), Some(material)) => match JwtVerifier::new(jwt, material) {
+                Ok(verifier) => Some(Arc::new(verifier)),
+                Err(why) => {
+                    problems.push(format!("keys[{i}].jwt"), why);
+                    None
+                }
+            },
+            _ => None,
+        };
+        keys.push((
+            secret
+                .client_secret
+                .as_ref()
+                .map(|s| hash_secret(s.expose())),
+            Arc::new(VirtualKey {
+                name: key.name.clone(),
+                origin: KeyOrigin::Config,
+                end_user: key.end_user,
+                trusted_user_field: key.trusted_user_field,
+                jwt,
+                upstream_key: secret.upstream.as_ref().and_then(|s| bearer(s.expose())),
+                openai_project: key.openai_project.as_deref().and_then(|p| p.parse().ok()),
+            }),
+        ));
+    }
+    problems.into_result(keys)
+}

@@ -1,0 +1,138 @@
+//! The in-memory table of live virtual keys. The hot path reads it without locks; a
+//! background refresh swaps in keys created or revoked through the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::{hash_secret, KeyOrigin, SecretHash, VirtualKey};
+use crate::store::StoredKey;
+
+/// A key from the config file, with the hash of its Bearer value if it has one.
+pub type DeclaredKey = (Option<SecretHash>, Arc<VirtualKey>);
+
+pub struct KeyRegistry {
+    by_hash: ArcSwap<HashMap<SecretHash, Arc<VirtualKey>>>,
+    /// Keys from the config file, with the hash of their Bearer value if they have one.
+    declared: Vec<DeclaredKey>,
+    /// Keys that accept a user token with no Bearer key, tried in config order.
+    token_only: Vec<Arc<VirtualKey>>,
+}
+
+impl KeyRegistry {
+    pub fn new(declared: Vec<DeclaredKey>) -> Self {
+        let token_only = declared
+            .iter()
+            .filter(|(_, key)| key.jwt.is_some())
+            .map(|(_, key)| key.clone())
+            .collect();
+        let registry = Self {
+            by_hash: ArcSwap::from_pointee(HashMap::new()),
+            declared,
+            token_only,
+        };
+        registry.replace_stored(&[]);
+        registry
+    }
+
+    pub fn lookup(&self, bearer: &str) -> Option<Arc<VirtualKey>> {
+        self.by_hash.load().get(&hash_secret(bearer)).cloned()
+    }
+
+    pub fn token_keys(&self) -> &[Arc<VirtualKey>] {
+        &self.token_only
+    }
+
+    pub fn declared_names(&self) -> impl Iterator<Item = &str> {
+        self.declared.iter().map(|(_, k)| k.name.as_str())
+    }
+
+    /// Rebuilds the table from the config keys plus the store's active keys. A store key
+    /// whose name is declared in the config is ignored: the file is the authority.
+    pub fn replace_stored(&self, stored: &[StoredKey]) {
+        let mut table = HashMap::with_capacity(self.declared.len() + stored.len());
+        for (hash, key) in &self.declared {
+            if let Some(hash) = hash {
+                table.insert(*hash, key.clone());
+            }
+        }
+        for key in stored {
+            if key.revoked_at.is_some() || self.declared.iter().any(|(_, d)| d.name == key.name) {
+                continue;
+            }
+            table.insert(
+                key.secret_hash,
+                Arc::new(VirtualKey {
+                    name: key.name.clone(),
+                    origin: KeyOrigin::Store,
+                    end_user: key.end_user,
+                    trusted_user_field: key.trusted_user_field,
+                    jwt: None,
+                    upstream_key: None,
+                    openai_project: None,
+                }),
+            );
+        }
+        self.by_hash.store(Arc::new(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndUserPolicy;
+
+    fn stored(name: &str, secret: &str, revoked: bool) -> StoredKey {
+        StoredKey {
+            name: name.into(),
+            secret_hash: hash_secret(secret),
+            prefix: "wk-".into(),
+            end_user: EndUserPolicy::Optional,
+            trusted_user_field: false,
+            created_at: 0,
+            revoked_at: revoked.then_some(1),
+        }
+    }
+
+    fn declared(name: &str, secret: &str) -> DeclaredKey {
+        (
+            Some(hash_secret(secret)),
+            Arc::new(VirtualKey {
+                name: name.into(),
+                origin: KeyOrigin::Config,
+                end_user: EndUserPolicy::Required,
+                trusted_user_field: false,
+                jwt: None,
+                upstream_key: None,
+                openai_project: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn finds_config_and_store_keys_and_forgets_revoked_ones() {
+        let registry = KeyRegistry::new(vec![declared("app", "secret-app-0123456789")]);
+        assert_eq!(
+            registry
+                .lookup("secret-app-0123456789")
+                .map(|k| k.name.clone())
+                .as_deref(),
+            Some("app")
+        );
+        assert!(registry.lookup("nope").is_none());
+
+        registry.replace_stored(&[stored("cli", "secret-cli", false)]);
+        assert!(registry.lookup("secret-cli").is_some());
+        registry.replace_stored(&[stored("cli", "secret-cli", true)]);
+        assert!(registry.lookup("secret-cli").is_none());
+        assert!(registry.lookup("secret-app-0123456789").is_some());
+    }
+
+    #[test]
+    fn a_store_key_cannot_shadow_a_config_key() {
+        let registry = KeyRegistry::new(vec![declared("app", "secret-app-0123456789")]);
+        registry.replace_stored(&[stored("app", "other", false)]);
+        assert!(registry.lookup("other").is_none());
+    }
+}

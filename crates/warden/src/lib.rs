@@ -1,0 +1,20 @@
+//! Warden: an OpenAI-compatible gateway that keeps an organization's OpenAI account in
+//! good standing. The binary (`main.rs`) only parses the command line; everything else
+//! lives here so tests can build the whole gateway in-process.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod identity;
+pub mod json_body;
+pub mod keys;
+pub mod pipeline;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod stages;
+pub mod store;

@@ -1,0 +1,103 @@
+//! The typed per-request context every stage reads and writes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use hyper::body::Incoming;
+
+use crate::endpoint::Endpoint;
+use crate::identity::jwt::UserClaims;
+use crate::identity::EndUser;
+use crate::json_body::JsonBody;
+use crate::keys::VirtualKey;
+
+/// What one stage decided, kept for the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Rewrite,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StageRecord {
+    pub stage: &'static str,
+    /// `None` when the stage blocked the request.
+    pub verdict: Option<Verdict>,
+}
+
+pub struct RequestContext {
+    pub request_id: String,
+    pub started: Instant,
+    pub endpoint: Endpoint,
+    pub method: Method,
+    /// Path and query as the client sent them.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub client_ip: IpAddr,
+    /// The client's body until a stage reads it.
+    pub incoming: Option<Incoming>,
+    /// The body as received (empty for GET).
+    pub raw_body: Bytes,
+    /// The body parsed once, for endpoints that carry JSON.
+    pub body: Option<JsonBody>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub key: Option<Arc<VirtualKey>>,
+    /// Claims of a verified `X-Warden-User-Token`, when one was presented.
+    pub user_claims: Option<UserClaims>,
+    pub end_user: Option<EndUser>,
+    pub safety_identifier: Option<String>,
+    pub trail: Vec<StageRecord>,
+}
+
+impl RequestContext {
+    pub fn new(
+        request_id: String,
+        endpoint: Endpoint,
+        method: Method,
+        path_and_query: String,
+        headers: HeaderMap,
+        client_ip: IpAddr,
+        incoming: Incoming,
+    ) -> Self {
+        Self {
+            request_id,
+            started: Instant::now(),
+            endpoint,
+            method,
+            path_and_query,
+            headers,
+            client_ip,
+            incoming: Some(incoming),
+            raw_body: Bytes::new(),
+            body: None,
+            model: None,
+            stream: false,
+            key: None,
+            user_claims: None,
+            end_user: None,
+            safety_identifier: None,
+            trail: Vec::with_capacity(8),
+        }
+    }
+
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.name.as_str())
+    }
+
+    /// A header's value as text, if present and readable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body to forward: the original bytes unless a stage changed a field.
+    pub fn outgoing_body(&self) -> Bytes {
+        match &self.body {
+            Some(body) if body.changed() => body.to_bytes(self.raw_body.len()),
+            _ => self.raw_body.clone(),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The request pipeline: a fixed list of small stages, each allowing, rewriting or
+//! blocking with a typed reason. The order lives in `Pipeline::standard` and nowhere else.
+
+mod context;
+
+pub use context::{RequestContext, StageRecord, Verdict};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::error::WardenError;
+use crate::stages;
+
+pub type StageResult = Result<Verdict, WardenError>;
+
+/// A stage that needs no I/O answers at once; one that waits returns a future.
+pub enum Step<'a> {
+    Ready(StageResult),
+    Pending(Pin<Box<dyn Future<Output = StageResult> + Send + 'a>>),
+}
+
+pub trait Stage: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a>;
+}
+
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+/// What the standard stages need from the running gateway.
+pub struct StageDeps {
+    pub keys: Arc<crate::keys::KeyRegistry>,
+    pub safety_ids: Arc<crate::identity::safety_id::SafetyIdentifiers>,
+    pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
+}
+
+impl Pipeline {
+    /// The request path, in order:
+    /// 1. `authenticate` — the virtual key (Bearer), or a user token alone for keys that
+    ///    serve browsers and phones directly. Before anything reads the body.
+    /// 2. `read_body` — reads the body within `max_body_bytes` and the body timeout,
+    ///    parses the JSON once, and checks the type of every field Warden reads.
+    /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
+    ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
+    /// 4. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
+    ///
+    /// Later stages (local filters, moderation, limits) slot in between 3 and 4.
+    pub fn standard(deps: StageDeps) -> Pipeline {
+        Pipeline {
+            stages: vec![
+                Box::new(stages::authenticate::Authenticate::new(deps.keys)),
+                Box::new(stages::read_body::ReadBody::new(
+                    deps.max_body_bytes,
+                    deps.body_timeout,
+                )),
+                Box::new(stages::end_user::ResolveEndUser),
+                Box::new(stages::safety_identifier::InjectSafetyIdentifier::new(
+                    deps.safety_ids,
+                )),
+            ],
+        }
+    }
+
+    pub fn new(stages: Vec<Box<dyn Stage>>) -> Pipeline {
+        Pipeline { stages }
+    }
+
+    /// Runs every stage in order; the first block ends the run.
+    pub async fn run(&self, ctx: &mut RequestContext) -> Result<(), WardenError> {
+        for stage in &self.stages {
+            let result = match stage.run(ctx) {
+                Step::Ready(result) => result,
+                Step::Pending(future) => future.await,
+            };
+            ctx.trail.push(StageRecord {
+                stage: stage.name(),
+                verdict: result.as_ref().ok().copied(),
+            });
+            result?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! The response body Warden sends: either its own small answer, or the upstream body
+//! relayed frame by frame with no copy. A stream that breaks upstream ends with an error
+//! event the SDKs raise, instead of a silent truncation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::recorder::{Outcome, Recorder};
+use crate::endpoint::Endpoint;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub enum ProxyBody {
+    Full(Option<Bytes>),
+    Relay(Box<RelayBody>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full(Some(bytes))
+    }
+}
+
+pub struct RelayBody {
+    inner: Incoming,
+    /// Finished when the stream ends; dropped unfinished means the client left.
+    recorder: Option<Recorder>,
+    /// For event streams: how to tell the client the upstream stream broke.
+    sse: Option<Endpoint>,
+    tail: Option<Bytes>,
+}
+
+impl RelayBody {
+    pub fn new(inner: Incoming, recorder: Recorder, sse: Option<Endpoint>) -> Self {
+        Self {
+            inner,
+            recorder: Some(recorder),
+            sse,
+            tail: None,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome, reason: Option<&str>) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish(outcome, reason);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Relay(relay) => relay.poll_relay(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Relay(relay) => relay.tail.is_none() && relay.recorder.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Relay(relay) => relay.inner.size_hint(),
+        }
+    }
+}
+
+impl RelayBody {
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(tail) = self.tail.take() {
+            return Poll::Ready(Some(Ok(Frame::data(tail))));
+        }
+        if self.recorder.is_none() {
+            // Finished: the error tail was sent, or the sized body is complete.
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                // hyper stops polling once a sized body is complete, so the end is
+                // noticed here rather than by waiting for a final `None`.
+                if self.inner.is_end_stream() {
+                    self.finish(Outcome::Allowed, None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                self.finish(Outcome::Allowed, None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                tracing::warn!(error = %err, "upstream body broke mid-response");
+                self.finish(Outcome::Failed, Some("upstream_stream_broken"));
+                match self.sse {
+                    Some(endpoint) => {
+                        Poll::Ready(Some(Ok(Frame::data(stream_error_event(endpoint)))))
+                    }
+                    // A plain body cannot carry an error: abort so the client sees a
+                    // truncated response, never a short one that looks complete.
+                    None => Poll::Ready(Some(Err(Box::new(err)))),
+                }
+            }
+        }
+    }
+}
+
+const STREAM_BROKEN: &str = "The upstream stream ended unexpectedly. Please retry.";
+
+/// The SSE event OpenAI's SDKs turn into an `APIError` for each stream flavour.
+fn stream_error_event(endpoint: Endpoint) -> Bytes {
+    let error = json!({
+        "message": STREAM_BROKEN,
+        "type": "server_error",
+        "param": null,
+        "code": "upstream_stream_broken",
+    });
+    let text = match endpoint {
+        Endpoint::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            json!({
+                "type": "error",
+                "code": "upstream_stream_broken",
+                "message": STREAM_BROKEN,
+                "param": null,
+                "sequence_number": 0,
+                "error": error,
+            })
+        ),
+        _ => format!("data: {}\n\n", json!({ "error": error })),
+    };
+    Bytes::from(text)
+}

@@ -1,0 +1,9 @@
+//! Forwarding: the upstream client, the headers that cross, the relayed body, and the
+//! handler that runs the pipeline around them.
+
+pub mod body;
+pub mod client_ip;
+pub mod handler;
+pub mod headers;
+pub mod recorder;
+pub mod upstream;

@@ -1,0 +1,9 @@
+//! One file per pipeline stage; `pipeline::Pipeline::standard` sets their order.
+
+pub mod authenticate;
+pub mod end_user;
+pub mod read_body;
+pub mod safety_identifier;
+
+#[cfg(test)]
+pub(crate) mod testing;

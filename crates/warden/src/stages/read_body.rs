@@ -1,0 +1,132 @@
+//! Stage 2: reads the client's body within its size and time bounds, parses the JSON once,
+//! and checks the type of each field Warden itself reads. Nothing else is validated here:
+//! the rest is OpenAI's to judge, so new parameters keep working.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::endpoint::Endpoint;
+use crate::error::WardenError;
+use crate::json_body::{JsonBody, JsonKind};
+use crate::pipeline::{RequestContext, Stage, StageResult, Step, Verdict};
+
+pub struct ReadBody {
+    max_bytes: usize,
+    timeout: Duration,
+}
+
+impl ReadBody {
+    pub fn new(max_bytes: usize, timeout: Duration) -> Self {
+        Self { max_bytes, timeout }
+    }
+
+    async fn read(&self, ctx: &mut RequestContext) -> StageResult {
+        if !ctx.endpoint.has_json_body() {
+            return Ok(Verdict::Allow);
+        }
+        if let Some(encoding) = ctx.header("content-encoding") {
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
+            }
+        }
+        let declared = ctx
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_bytes as u64) {
+            return Err(WardenError::BodyTooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        let incoming = ctx.incoming.take().ok_or(WardenError::Internal)?;
+        let collected = tokio::time::timeout(
+            self.timeout,
+            Limited::new(incoming, self.max_bytes).collect(),
+        )
+        .await
+        .map_err(|_| WardenError::BodyTimeout)?;
+        ctx.raw_body = match collected {
+            Ok(body) => body.to_bytes(),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(WardenError::BodyTooLarge {
+                    limit: self.max_bytes,
+                })
+            }
+            Err(_) => return Err(WardenError::BodyRead),
+        };
+        let body = JsonBody::parse(&ctx.raw_body)?;
+        check_fields(ctx.endpoint, &body)?;
+        ctx.model = body.str_field("model")?;
+        ctx.stream = body.bool_field("stream")?.unwrap_or(false);
+        ctx.body = Some(body);
+        Ok(Verdict::Allow)
+    }
+}
+
+impl Stage for ReadBody {
+    fn name(&self) -> &'static str {
+        "read_body"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
+        Step::Pending(Box::pin(self.read(ctx)))
+    }
+}
+
+const TEXT_OR_LIST: &[JsonKind] = &[JsonKind::String, JsonKind::Array];
+
+/// Type checks for the fields Warden reads or rewrites on each endpoint.
+fn check_fields(endpoint: Endpoint, body: &JsonBody) -> Result<(), WardenError> {
+    body.str_field("user")?;
+    body.str_field("safety_identifier")?;
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            body.expect_kind("messages", &[JsonKind::Array], "an array of messages")
+        }
+        Endpoint::Responses => {
+            body.expect_kind("input", TEXT_OR_LIST, "a string or an array of input items")?;
+            body.expect_kind(
+                "instructions",
+                &[JsonKind::String, JsonKind::Null],
+                "a string",
+            )
+        }
+        Endpoint::Completions => body.expect_kind("prompt", TEXT_OR_LIST, "a string or an array"),
+        Endpoint::Embeddings | Endpoint::Moderations => {
+            body.expect_kind("input", TEXT_OR_LIST, "a string or an array")
+        }
+        Endpoint::ImagesGenerations => body.expect_kind("prompt", &[JsonKind::String], "a string"),
+        Endpoint::Models | Endpoint::Model => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn field_types_are_checked_per_endpoint() {
+        let chat = JsonBody::parse(br#"{"model":"m","messages":"hello"}"#).unwrap();
+        let err = check_fields(Endpoint::ChatCompletions, &chat).unwrap_err();
+        assert!(matches!(
+            err,
+            WardenError::InvalidType {
+                param: "messages",
+                ..
+            }
+        ));
+
+        let responses = JsonBody::parse(br#"{"model":"m","input":"hi"}"#).unwrap();
+        assert!(check_fields(Endpoint::Responses, &responses).is_ok());
+
+        let images = JsonBody::parse(br#"{"prompt":["a"]}"#).unwrap();
+        assert!(check_fields(Endpoint::ImagesGenerations, &images).is_err());
+
+        let user = JsonBody::parse(br#"{"input":"x","user":{"id":1}}"#).unwrap();
+        assert!(matches!(
+            check_fields(Endpoint::Embeddings, &user).unwrap_err(),
+            WardenError::InvalidType { param: "user", .. }
+        ));
+    }
+}

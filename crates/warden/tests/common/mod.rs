@@ -1,0 +1,288 @@
+//! Starts the real `warden` binary on port 0 in front of an in-process stand-in upstream.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const UPSTREAM_KEY: &str = "sk-standin-upstream-SECRET-9f8e7d6c";
+pub const APP_KEY: &str = "wk-test-app-0123456789abcdef";
+pub const TRUSTED_KEY: &str = "wk-test-trusted-0123456789abcdef";
+pub const OPTIONAL_KEY: &str = "wk-test-optional-0123456789abcdef";
+pub const JWT_SECRET: &str = "jwt-app-secret-0123456789abcdef";
+pub const SAFETY_SECRET: &str = "safety-secret-0123456789abcdef";
+
+pub fn postgres_url() -> String {
+    std::env::var("WARDEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub struct Options {
+    pub storage_url: Option<String>,
+    pub extra_toml: String,
+    pub server_toml: String,
+    pub upstream_url: Option<String>,
+    pub upstream_timeout_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            storage_url: None,
+            extra_toml: String::new(),
+            server_toml: "max_body_bytes = 65536\nrequest_body_timeout_secs = 2\n".into(),
+            upstream_url: None,
+            upstream_timeout_secs: 30,
+        }
+    }
+}
+
+pub struct Warden {
+    pub child: Child,
+    pub base: String,
+    pub admin: String,
+    pub standin: standin::Handle,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub stderr_path: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+pub fn warden_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warden")
+}
+
+impl Warden {
+    pub fn start() -> Warden {
+        Warden::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Warden {
+        let standin = standin::spawn(standin::Options {
+            api_key: Some(UPSTREAM_KEY.into()),
+            ..Default::default()
+        })
+        .expect("stand-in starts");
+        let dir = tempfile::tempdir().unwrap();
+        let storage = options
+            .storage_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("warden.db").display()));
+        let upstream = options.upstream_url.unwrap_or_else(|| standin.base_url());
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{server}
+
+[upstream]
+base_url = "{upstream}"
+api_key_env = "T_UPSTREAM_KEY"
+timeout_secs = {timeout}
+
+[storage]
+url = "{storage}"
+
+[identity]
+safety_identifier_secret_env = "T_SAFETY_SECRET"
+
+[log]
+level = "info"
+format = "json"
+
+[[keys]]
+name = "app"
+secret_env = "T_APP_KEY"
+end_user = "required"
+
+[[keys]]
+name = "trusted"
+secret_env = "T_TRUSTED_KEY"
+end_user = "optional"
+trusted_user_field = true
+
+[[keys]]
+name = "optional"
+secret_env = "T_OPTIONAL_KEY"
+end_user = "optional"
+
+[[keys]]
+name = "web"
+end_user = "required"
+[keys.jwt]
+hs256_secret_env = "T_JWT_SECRET"
+issuer = "test-app"
+{extra}
+"#,
+            server = options.server_toml,
+            timeout = options.upstream_timeout_secs,
+            extra = options.extra_toml,
+        );
+        let config_path = dir.path().join("warden.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let env: HashMap<String, String> = [
+            ("T_UPSTREAM_KEY", UPSTREAM_KEY),
+            ("T_SAFETY_SECRET", SAFETY_SECRET),
+            ("T_APP_KEY", APP_KEY),
+            ("T_TRUSTED_KEY", TRUSTED_KEY),
+            ("T_OPTIONAL_KEY", OPTIONAL_KEY),
+            ("T_JWT_SECRET", JWT_SECRET),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let stderr_path = dir.path().join("warden.stderr.log");
+        let (child, base, admin) = spawn_serve(&config_path, &env, &stderr_path);
+        Warden {
+            child,
+            base,
+            admin,
+            standin,
+            dir,
+            config_path,
+            stderr_path,
+            env,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs another `warden` subcommand against the same config and environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(warden_bin())
+            .args(args)
+            .env("WARDEN_CONFIG", &self.config_path)
+            .envs(&self.env)
+            .output()
+            .unwrap()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the gateway drains and flushes its events.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("warden did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `warden serve` and waits for its "listening" line.
+pub fn spawn_serve(
+    config: &Path,
+    env: &HashMap<String, String>,
+    stderr: &Path,
+) -> (Child, String, String) {
+    let mut child = Command::new(warden_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("OPENAI_API_KEY")
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("warden binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let Some(rest) = line.strip_prefix("warden listening on ") else {
+        let _ = child.kill();
+        let log = std::fs::read_to_string(stderr).unwrap_or_default();
+        panic!("warden did not start: stdout {line:?}\nstderr:\n{log}");
+    };
+    // "http://A (admin http://B)"
+    let mut parts = rest.trim().split(" (admin ");
+    let base = parts.next().unwrap().to_owned();
+    let admin = parts.next().unwrap().trim_end_matches(')').to_owned();
+    (child, base, admin)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn chat_body() -> serde_json::Value {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hello there"}]
+    })
+}
+
+/// A POST through Warden with the app key and an end user.
+pub async fn post(
+    w: &Warden,
+    path: &str,
+    user: Option<&str>,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let mut request = client().post(w.url(path)).bearer_auth(APP_KEY).json(body);
+    if let Some(user) = user {
+        request = request.header("x-warden-user", user);
+    }
+    request.send().await.unwrap()
+}
+
+/// Asserts OpenAI's error envelope with all four keys and returns the error object.
+pub async fn expect_error(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert!(response.headers().contains_key("x-warden-request-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    let error = body["error"].clone();
+    for key in ["message", "type", "param", "code"] {
+        assert!(
+            error.get(key).is_some(),
+            "error envelope lacks {key}: {body}"
+        );
+    }
+    error
+}
+
+pub fn hs256_token(sub: &str, issuer: &str, secret: &str) -> String {
+    let claims = serde_json::json!({
+        "sub": sub,
+        "iss": issuer,
+        "exp": jsonwebtoken::get_current_timestamp() + 600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Waits for a condition that another process makes true.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
