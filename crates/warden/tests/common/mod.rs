@@ -25,6 +25,7 @@ pub struct Options {
     pub server_toml: String,
     pub upstream_url: Option<String>,
     pub upstream_timeout_secs: u64,
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -35,6 +36,7 @@ impl Default for Options {
             server_toml: "max_body_bytes = 65536\nrequest_body_timeout_secs = 2\n".into(),
             upstream_url: None,
             upstream_timeout_secs: 30,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -122,7 +124,7 @@ issuer = "test-app"
         );
         let config_path = dir.path().join("warden.toml");
         std::fs::write(&config_path, config).unwrap();
-        let env: HashMap<String, String> = [
+        let mut env: HashMap<String, String> = [
             ("T_UPSTREAM_KEY", UPSTREAM_KEY),
             ("T_SAFETY_SECRET", SAFETY_SECRET),
             ("T_APP_KEY", APP_KEY),
@@ -133,6 +135,7 @@ issuer = "test-app"
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        env.extend(options.extra_env);
         let stderr_path = dir.path().join("warden.stderr.log");
         let (child, base, admin) = spawn_serve(&config_path, &env, &stderr_path);
         Warden {
