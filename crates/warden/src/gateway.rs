@@ -12,6 +12,7 @@ use crate::identity::safety_id::SafetyIdentifiers;
 use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
 use crate::pipeline::{Pipeline, StageDeps};
 use crate::proxy::headers::bearer;
+use crate::proxy::observe::ObserverFactory;
 use crate::proxy::upstream::Upstream;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub keys: Arc<KeyRegistry>,
     pub store: Store,
     pub trusted_proxies: Vec<IpNet>,
+    /// Response watchers, in the order they see frames.
+    pub observers: Vec<Box<dyn ObserverFactory>>,
 }
 
 impl Gateway {
@@ -68,6 +71,7 @@ impl Gateway {
             keys,
             store,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            observers: Vec::new(),
         })
     }
 

@@ -47,7 +47,9 @@ impl Pipeline {
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
     /// 4. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
     ///
-    /// Later stages (local filters, moderation, limits) slot in between 3 and 4.
+    /// Planned, between 3 and 4 in this order: `limits` (cheapest refusal first: volume
+    /// before content), `local_filters` (no network), `moderation` (the Moderation
+    /// endpoint, only for what local filters let through).
     pub fn standard(deps: StageDeps) -> Pipeline {
         Pipeline {
             stages: vec![

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::observe::{RelayEnd, ResponseObserver};
 use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 
@@ -33,20 +34,35 @@ pub struct RelayBody {
     /// For event streams: how to tell the client the upstream stream broke.
     sse: Option<Endpoint>,
     tail: Option<Bytes>,
+    observers: Vec<Box<dyn ResponseObserver>>,
 }
 
 impl RelayBody {
-    pub fn new(inner: Incoming, recorder: Recorder, sse: Option<Endpoint>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        recorder: Recorder,
+        sse: Option<Endpoint>,
+        observers: Vec<Box<dyn ResponseObserver>>,
+    ) -> Self {
         Self {
             inner,
             recorder: Some(recorder),
             sse,
             tail: None,
+            observers,
         }
     }
 
     fn finish(&mut self, outcome: Outcome, reason: Option<&str>) {
         if let Some(recorder) = self.recorder.take() {
+            let how = match outcome {
+                Outcome::Allowed => RelayEnd::Complete,
+                Outcome::Cancelled => RelayEnd::ClientLeft,
+                Outcome::Blocked | Outcome::Failed => RelayEnd::UpstreamBroke,
+            };
+            for observer in &mut self.observers {
+                observer.end(how);
+            }
             recorder.finish(outcome, reason);
         }
     }
@@ -94,6 +110,11 @@ impl RelayBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    for observer in &mut self.observers {
+                        observer.frame(data);
+                    }
+                }
                 // hyper stops polling once a sized body is complete, so the end is
                 // noticed here rather than by waiting for a final `None`.
                 if self.inner.is_end_stream() {
@@ -146,4 +167,11 @@ fn stream_error_event(endpoint: Endpoint) -> Bytes {
         _ => format!("data: {}\n\n", json!({ "error": error })),
     };
     Bytes::from(text)
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        // Unfinished at drop: the client went away mid-response.
+        self.finish(Outcome::Cancelled, Some("client_disconnected"));
+    }
 }

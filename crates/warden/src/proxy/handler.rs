@@ -76,7 +76,17 @@ pub async fn handle(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let body = RelayBody::new(upstream_body, recorder, is_sse.then_some(endpoint));
+    let observers = gateway
+        .observers
+        .iter()
+        .filter_map(|factory| factory.observe(&ctx, &head))
+        .collect();
+    let body = RelayBody::new(
+        upstream_body,
+        recorder,
+        is_sse.then_some(endpoint),
+        observers,
+    );
     Response::from_parts(head, ProxyBody::Relay(Box::new(body)))
 }
 

@@ -5,5 +5,6 @@ pub mod body;
 pub mod client_ip;
 pub mod handler;
 pub mod headers;
+pub mod observe;
 pub mod recorder;
 pub mod upstream;
