@@ -218,15 +218,7 @@ async fn slow_upstream_is_504() {
         upstream_timeout_secs: 1,
         ..Options::default()
     });
-    let response = client()
-        .post(w.url("/v1/chat/completions"))
-        .bearer_auth(APP_KEY)
-        .header("x-warden-user", "alice")
-        .header("x-standin-fault", "delay_ms=3000")
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let response = chat_with_fault(&w, "delay_ms=3000").await;
     assert_eq!(
         expect_error(response, 504).await["code"],
         "upstream_timeout"

@@ -122,15 +122,7 @@ async fn every_request_leaves_an_event_and_the_upstream_key_leaks_nowhere() {
         400
     );
     assert_eq!(with_key(&w, "wk-wrong").await, 401);
-    let faulted = client()
-        .post(w.url("/v1/chat/completions"))
-        .bearer_auth(APP_KEY)
-        .header("x-warden-user", "alice")
-        .header("x-standin-fault", "status=500")
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let faulted = chat_with_fault(&w, "status=500").await;
     let faulted_text = faulted.text().await.unwrap();
     assert!(!faulted_text.contains(UPSTREAM_KEY));
     assert!(w.stop().success(), "clean shutdown on SIGTERM");

@@ -229,15 +229,7 @@ async fn browser_token_alone_authenticates_and_names_the_user() {
 #[tokio::test]
 async fn upstream_errors_pass_through_unchanged() {
     let w = Warden::start();
-    let response = client()
-        .post(w.url("/v1/chat/completions"))
-        .bearer_auth(APP_KEY)
-        .header("x-warden-user", "alice")
-        .header("x-standin-fault", "status=429")
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let response = chat_with_fault(&w, "status=429").await;
     assert_eq!(response.status(), 429);
     let headers = response.headers().clone();
     assert!(headers.contains_key("retry-after"));

@@ -1,11 +1,12 @@
-//! Schema versions for both backends, applied in order at start-up, each exactly once.
+//! Schema versions, applied in order at start-up, each exactly once. One DDL text serves
+//! both engines; `{id}` stands for each engine's auto-increment key.
 
 use sqlx::Row;
 
 use super::{Store, StoreError};
 
-/// (version, SQLite DDL, PostgreSQL DDL). Append only; never edit an applied step.
-const STEPS: &[(i64, &str, &str)] = &[(
+/// (version, DDL). Append only; never edit an applied step.
+const STEPS: &[(i64, &str)] = &[(
     1,
     "CREATE TABLE virtual_keys (
         name TEXT PRIMARY KEY,
@@ -18,38 +19,7 @@ const STEPS: &[(i64, &str, &str)] = &[(
     );
     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        request_id TEXT NOT NULL,
-        at_ms BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        key_name TEXT,
-        end_user TEXT,
-        safety_identifier TEXT,
-        client_ip TEXT,
-        endpoint TEXT,
-        model TEXT,
-        stream BOOLEAN NOT NULL,
-        status INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT,
-        latency_us BIGINT NOT NULL,
-        upstream_us BIGINT,
-        detail TEXT
-    );
-    CREATE INDEX events_at ON events (at_ms);
-    CREATE INDEX events_user ON events (key_name, end_user);",
-    "CREATE TABLE virtual_keys (
-        name TEXT PRIMARY KEY,
-        secret_hash TEXT NOT NULL UNIQUE,
-        prefix TEXT NOT NULL,
-        end_user TEXT NOT NULL,
-        trusted_user_field BOOLEAN NOT NULL,
-        created_at BIGINT NOT NULL,
-        revoked_at BIGINT
-    );
-    CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE events (
-        id BIGSERIAL PRIMARY KEY,
+        id {id},
         request_id TEXT NOT NULL,
         at_ms BIGINT NOT NULL,
         kind TEXT NOT NULL,
@@ -75,58 +45,36 @@ const STEPS: &[(i64, &str, &str)] = &[(
 const PG_LOCK_ID: i64 = 0x5741_5244_454e;
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
-    match store {
-        Store::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT PRIMARY KEY)")
-                .execute(&mut *tx)
-                .await?;
-            let applied = current(
-                sqlx::query("SELECT MAX(version) AS v FROM warden_schema")
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )?;
-            for (version, sqlite, _) in STEPS.iter().filter(|s| s.0 > applied) {
-                sqlx::raw_sql(sqlite).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO warden_schema (version) VALUES ($1)")
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
-        Store::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
+    let id_column = match store {
+        Store::Sqlite(_) => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Store::Postgres(_) => "BIGSERIAL PRIMARY KEY",
+    };
+    on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        if matches!(store, Store::Postgres(_)) {
             // Replicas starting together: one migrates, the others wait and find it done.
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_LOCK_ID)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT PRIMARY KEY)")
+        }
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT MAX(version) AS v FROM warden_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let applied = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0);
+        for (version, ddl) in STEPS.iter().filter(|s| s.0 > applied) {
+            sqlx::raw_sql(&ddl.replace("{id}", id_column))
                 .execute(&mut *tx)
                 .await?;
-            let applied = current(
-                sqlx::query("SELECT MAX(version) AS v FROM warden_schema")
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )?;
-            for (version, _, postgres) in STEPS.iter().filter(|s| s.0 > applied) {
-                sqlx::raw_sql(postgres).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO warden_schema (version) VALUES ($1)")
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            sqlx::query("INSERT INTO warden_schema (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
         }
-    }
+        tx.commit().await?;
+    });
     Ok(())
-}
-
-fn current<R: Row>(row: R) -> Result<i64, StoreError>
-where
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
 }

@@ -2,6 +2,16 @@
 //! default) and PostgreSQL (shared by replicas). Each query is written once and run on
 //! whichever pool is open.
 
+/// Runs the same sqlx code on either pool; `$n` placeholders work on both engines.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
 mod migrations;
 
 use std::path::Path;
@@ -43,16 +53,6 @@ pub struct StoredKey {
     pub trusted_user_field: bool,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
-}
-
-/// Runs the same sqlx code on either pool; `$n` placeholders work on both engines.
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
 }
 
 impl Store {

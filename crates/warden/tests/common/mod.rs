@@ -252,6 +252,19 @@ pub async fn post(
     request.send().await.unwrap()
 }
 
+/// A chat request as user alice that asks the stand-in to misbehave (`x-standin-fault`).
+pub async fn chat_with_fault(w: &Warden, fault: &str) -> reqwest::Response {
+    client()
+        .post(w.url("/v1/chat/completions"))
+        .bearer_auth(APP_KEY)
+        .header("x-warden-user", "alice")
+        .header("x-standin-fault", fault)
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Asserts OpenAI's error envelope with all four keys and returns the error object.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
