@@ -42,10 +42,15 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when the store answers: without it keys and events cannot be trusted.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    // A degraded limiter still serves (per-process limits), so it does not fail readiness.
+    let limits = match gateway.limiter.degraded() {
+        None => json!({ "mode": "local" }),
+        Some(degraded) => json!({ "mode": "shared", "degraded": degraded }),
+    };
     match gateway.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "store": gateway.store.backend() })),
+            Json(json!({ "status": "ready", "store": gateway.store.backend(), "limits": limits })),
         ),
         Err(err) => {
             tracing::warn!(%err, "readiness: store unavailable");

@@ -47,6 +47,27 @@ pub enum WardenError {
     UpstreamUnavailable,
     #[error("upstream timeout")]
     UpstreamTimeout,
+    #[error("blocked by moderation")]
+    ModerationBlocked(Box<crate::safety::moderation::refusal::ContentBlock>),
+    /// A content check (local filters, or any other) refused the input.
+    #[error("content filtered")]
+    ContentFiltered(Box<crate::safety::blocked::ContentFilter>),
+    #[error("moderation unavailable: {0}")]
+    ModerationUnavailable(&'static str),
+    #[error("rate limited")]
+    RateLimited(Box<crate::limits::refusal::RateLimitRefusal>),
+    #[error("prompt of {got} tokens over the limit of {limit}")]
+    PromptTooLong {
+        limit: u64,
+        got: u64,
+        param: &'static str,
+    },
+    #[error("n over {max}")]
+    TooManyChoices { max: u64, got: u64 },
+    #[error("model not allowed for this key")]
+    ModelNotAllowed { model: String, key: String },
+    #[error("endpoint not allowed for this key")]
+    EndpointNotAllowed { endpoint: &'static str, key: String },
     #[error("internal error")]
     Internal,
 }
@@ -62,13 +83,19 @@ impl WardenError {
             | MalformedJson(_)
             | BodyNotObject
             | InvalidType { .. }
-            | BodyRead => StatusCode::BAD_REQUEST,
+            | BodyRead
+            | ModerationBlocked(_)
+            | ContentFiltered(_)
+            | PromptTooLong { .. }
+            | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ModelNotAllowed { .. } | EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            NoUpstreamKey => StatusCode::SERVICE_UNAVAILABLE,
+            NoUpstreamKey | ModerationUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,6 +122,13 @@ impl WardenError {
             NoUpstreamKey => "upstream_key_missing",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
+            ModerationBlocked(_) | ContentFiltered(_) => "content_filter",
+            ModerationUnavailable(_) => "moderation_unavailable",
+            RateLimited(_) => "rate_limit_exceeded",
+            PromptTooLong { .. } => "context_length_exceeded",
+            TooManyChoices { .. } => "integer_above_max_value",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Internal => "internal_error",
         }
     }
@@ -102,14 +136,25 @@ impl WardenError {
     fn error_type(&self) -> &'static str {
         use WardenError::*;
         match self {
-            NoUpstreamKey | UpstreamUnavailable | UpstreamTimeout | Internal => "server_error",
+            NoUpstreamKey
+            | UpstreamUnavailable
+            | UpstreamTimeout
+            | Internal
+            | ModerationUnavailable(_) => "server_error",
+            // OpenAI's 429s name the budget that ran out.
+            RateLimited(refusal) => refusal.budget.as_str(),
             _ => "invalid_request_error",
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             WardenError::InvalidType { param, .. } => Some(param),
+            WardenError::PromptTooLong { param, .. } => Some(param),
+            WardenError::TooManyChoices { .. } => Some("n"),
+            WardenError::ModelNotAllowed { .. } => Some("model"),
+            WardenError::ModerationBlocked(block) => Some(block.param.as_str()),
+            WardenError::ContentFiltered(block) => Some(block.param.as_str()),
             _ => None,
         }
     }
@@ -147,6 +192,26 @@ impl WardenError {
             UpstreamUnavailable => "The upstream API could not be reached. Please retry.".into(),
             UpstreamTimeout => "The upstream API did not answer in time. Please retry.".into(),
             Internal => "Internal error in Warden.".into(),
+            RateLimited(refusal) => refusal.message.clone(),
+            PromptTooLong { limit, got, .. } => format!(
+                "This request's prompt is {got} tokens, over this service's limit of {limit} prompt tokens per request. Please shorten the prompt."
+            ),
+            TooManyChoices { max, got } => format!(
+                "Invalid 'n': integer above maximum value. Expected a value <= {max}, but got {got} instead."
+            ),
+            ModelNotAllowed { model, key } => format!("The key '{key}' is not allowed to use the model '{model}'."),
+            EndpointNotAllowed { endpoint, key } => format!("The key '{key}' is not allowed to use the {endpoint} endpoint."),
+            ModerationBlocked(block) => block.message(),
+            ContentFiltered(block) => block.message(),
+            ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
+        }
+    }
+
+    /// Headers a refusal carries besides the envelope (`retry-after`, `x-ratelimit-*`).
+    pub fn headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
+        match self {
+            WardenError::RateLimited(refusal) => refusal.headers(),
+            _ => Vec::new(),
         }
     }
 
@@ -156,7 +221,7 @@ impl WardenError {
         if self.status().is_server_error() {
             message = format!("{message} (request id {request_id})");
         }
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "message": message,
                 "type": self.error_type(),
@@ -164,6 +229,12 @@ impl WardenError {
                 "code": self.code(),
             }
         });
+        if let WardenError::ModerationBlocked(block) = self {
+            body["error"]["innererror"] = block.inner_error();
+        }
+        if let WardenError::ContentFiltered(block) = self {
+            body["error"]["innererror"] = block.inner_error();
+        }
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -171,6 +242,9 @@ impl WardenError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in self.headers() {
+            headers.insert(name, value);
+        }
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(crate::proxy::headers::WARDEN_REQUEST_ID, id);
         }

@@ -14,6 +14,8 @@ use crate::pipeline::{Pipeline, StageDeps};
 use crate::proxy::headers::bearer;
 use crate::proxy::observe::ObserverFactory;
 use crate::proxy::upstream::Upstream;
+use crate::safety::moderation::client::UpstreamBackend;
+use crate::safety::moderation::Moderator;
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -22,7 +24,11 @@ const KEY_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
     pub pipeline: Pipeline,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
+    /// Input and output moderation (the Moderation endpoint, its cache and breaker).
+    pub moderator: Arc<Moderator>,
+    /// Rate, token and concurrency limits (shared through Redis when configured).
+    pub limiter: crate::limits::Limiter,
     pub events: EventLog,
     pub keys: Arc<KeyRegistry>,
     pub store: Store,
@@ -58,20 +64,41 @@ impl Gateway {
         let sinks: Vec<Box<dyn EventSink>> =
             vec![Box::new(LogSink), Box::new(StoreSink(store.clone()))];
         let events = EventLog::start(sinks);
+        let upstream = Arc::new(Upstream::new(
+            &config.upstream,
+            secrets.upstream_default.as_ref(),
+        )?);
+        let moderator = Arc::new(Moderator::new(
+            config.safety.moderation.clone(),
+            Arc::new(UpstreamBackend {
+                upstream: upstream.clone(),
+            }),
+        ));
+        let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
+        limiter.spawn_sweeper();
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             safety_ids,
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: config.server.request_body_timeout,
+            moderator: moderator.clone(),
+            filters: Arc::new(
+                crate::safety::filters::Scanner::new(&config.safety.filters)
+                    .map_err(|why| anyhow::anyhow!("safety.filters: {why}"))?,
+            ),
+            limits: Arc::new(config.limits.clone()),
+            limiter: limiter.clone(),
         });
         Ok(Gateway {
             pipeline,
-            upstream: Upstream::new(&config.upstream, secrets.upstream_default.as_ref())?,
+            upstream,
+            moderator,
+            limiter,
             events,
             keys,
             store,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            observers: Vec::new(),
+            observers: vec![Box::new(crate::limits::usage::UsageObservers)],
         })
     }
 

@@ -99,6 +99,16 @@ impl JsonBody {
         self.changed = true;
     }
 
+    /// Replaces a top-level field with already-encoded JSON (nested rewrites splice their
+    /// change into the field's raw text first, so the rest of it stays byte for byte).
+    pub fn set_raw(&mut self, name: &str, raw: Box<RawValue>) {
+        match self.fields.iter_mut().find(|(k, _)| k == name) {
+            Some((_, slot)) => *slot = raw,
+            None => self.fields.push((name.to_owned(), raw)),
+        }
+        self.changed = true;
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.raw(name).is_some()
     }

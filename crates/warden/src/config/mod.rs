@@ -2,6 +2,9 @@
 //! invalid state. Every problem is reported at once, with its key path.
 
 pub mod env;
+pub mod filters;
+pub mod limits;
+pub mod moderation;
 pub mod problems;
 pub mod raw;
 pub mod schema;
@@ -34,6 +37,17 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub log: LogConfig,
     pub keys: Vec<KeyConfig>,
+    pub safety: SafetyConfig,
+    pub limits: limits::LimitsConfig,
+    pub cluster: limits::ClusterConfig,
+}
+
+/// `[safety]`: content safety policy.
+#[derive(Debug, Clone)]
+pub struct SafetyConfig {
+    pub moderation: moderation::ModerationConfig,
+    /// `[safety.filters]` and `[safety.jailbreak]`: the local filters.
+    pub filters: crate::safety::filters::FilterPolicy,
 }
 
 #[derive(Debug, Clone)]

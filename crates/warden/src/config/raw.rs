@@ -52,6 +52,10 @@ section! {
         end_user: String,
         trusted_user_field: bool,
         jwt: toml::Value,
+        tier: String,
+        limits: toml::Value,
+        moderation_mode: String,
+        moderation_on_error: String,
     }
 }
 
@@ -63,6 +67,15 @@ section! {
         issuer: String,
         audience: String,
         user_claim: String,
+    }
+}
+
+section! {
+    /// `[safety]`: each subsection is read by its own module (`config::moderation`, …).
+    pub struct RawSafety {
+        moderation: toml::Value,
+        filters: toml::Value,
+        jailbreak: toml::Value,
     }
 }
 
@@ -81,11 +94,17 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     pub log: RawLog,
     pub keys: Vec<RawKeyEntry>,
+    pub safety: RawSafety,
+    /// `[limits]` and `[cluster]`, read in `config/limits.rs`.
+    pub limits: Option<toml::Value>,
+    pub cluster: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
 
-const SECTIONS: &[&str] = &["server", "upstream", "storage", "identity", "log", "keys"];
+const SECTIONS: &[&str] = &[
+    "server", "upstream", "storage", "identity", "log", "keys", "safety", "limits", "cluster",
+];
 
 impl RawConfig {
     pub fn parse(text: &str, problems: &mut Problems) -> RawConfig {
@@ -109,6 +128,9 @@ impl RawConfig {
                 "identity" => raw.identity = RawIdentity::read(value, name, problems),
                 "log" => raw.log = RawLog::read(value, name, problems),
                 "keys" => raw.keys = read_keys(value, problems),
+                "limits" => raw.limits = Some(value.clone()),
+                "cluster" => raw.cluster = Some(value.clone()),
+                "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,
                     format!("unknown section (known sections: {})", SECTIONS.join(", ")),

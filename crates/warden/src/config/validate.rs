@@ -147,6 +147,9 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         }
     }
 
+    let limits = super::limits::validate_limits(raw.limits.as_ref(), &raw.keys, problems);
+    let cluster = super::limits::validate_cluster(raw.cluster.as_ref(), problems);
+
     Config {
         server: ServerConfig {
             listen,
@@ -160,6 +163,20 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         identity,
         log,
         keys,
+        limits,
+        cluster,
+        safety: SafetyConfig {
+            moderation: super::moderation::validate(
+                raw.safety.moderation.as_ref(),
+                &raw.keys,
+                problems,
+            ),
+            filters: super::filters::validate(
+                raw.safety.filters.as_ref(),
+                raw.safety.jailbreak.as_ref(),
+                problems,
+            ),
+        },
     }
 }
 

@@ -21,6 +21,14 @@ pub enum Verdict {
     Rewrite,
 }
 
+/// Something a stage noticed without blocking (a flagged category, a fail-open
+/// decision); it goes into the request's event detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub stage: &'static str,
+    pub note: String,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct StageRecord {
     pub stage: &'static str,
@@ -50,7 +58,11 @@ pub struct RequestContext {
     pub user_claims: Option<UserClaims>,
     pub end_user: Option<EndUser>,
     pub safety_identifier: Option<String>,
+    /// The `limits` stage's admission: in-flight slots and the token estimate, held
+    /// until the response ends.
+    pub limit_ticket: Option<std::sync::Arc<crate::limits::Ticket>>,
     pub trail: Vec<StageRecord>,
+    pub findings: Vec<Finding>,
 }
 
 impl RequestContext {
@@ -80,7 +92,9 @@ impl RequestContext {
             user_claims: None,
             end_user: None,
             safety_identifier: None,
+            limit_ticket: None,
             trail: Vec::with_capacity(8),
+            findings: Vec::new(),
         }
     }
 

@@ -19,6 +19,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     Full(Option<Bytes>),
     Relay(Box<RelayBody>),
+    /// Frames released by a task that transforms the upstream body (output moderation).
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// Another body with the usage-only stream chunk removed (`limits::strip`).
+    Stripped(Box<crate::limits::strip::StripBody>),
 }
 
 impl ProxyBody {
@@ -79,6 +83,8 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Relay(relay) => relay.poll_relay(cx),
+            ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Stripped(body) => body.poll(cx),
         }
     }
 
@@ -86,6 +92,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Relay(relay) => relay.tail.is_none() && relay.recorder.is_none(),
+            ProxyBody::Channel(rx) => rx.is_closed() && rx.is_empty(),
+            ProxyBody::Stripped(body) => body.is_end_stream(),
         }
     }
 
@@ -94,6 +102,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Relay(relay) => relay.inner.size_hint(),
+            ProxyBody::Channel(_) => SizeHint::default(),
+            ProxyBody::Stripped(body) => body.size_hint(),
         }
     }
 }

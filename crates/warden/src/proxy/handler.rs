@@ -81,13 +81,36 @@ pub async fn handle(
         .iter()
         .filter_map(|factory| factory.observe(&ctx, &head))
         .collect();
+    // Warden asked for the stream's usage chunk; the client did not (limits stage).
+    let strip = is_sse
+        && ctx
+            .limit_ticket
+            .as_ref()
+            .is_some_and(|t| t.strip_usage_chunk);
+    if super::output::applies(&gateway.moderator, &ctx, &head) {
+        let moderator = gateway.moderator.clone();
+        let response = super::output::respond(
+            moderator,
+            &ctx,
+            head,
+            upstream_body,
+            recorder,
+            observers,
+            is_sse,
+        )
+        .await;
+        return crate::limits::strip::wrap(response, strip);
+    }
     let body = RelayBody::new(
         upstream_body,
         recorder,
         is_sse.then_some(endpoint),
         observers,
     );
-    Response::from_parts(head, ProxyBody::Relay(Box::new(body)))
+    crate::limits::strip::wrap(
+        Response::from_parts(head, ProxyBody::Relay(Box::new(body))),
+        strip,
+    )
 }
 
 /// Warden's own answer to a refused or failed request, recorded with its reason.

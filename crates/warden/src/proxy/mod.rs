@@ -6,5 +6,6 @@ pub mod client_ip;
 pub mod handler;
 pub mod headers;
 pub mod observe;
+pub mod output;
 pub mod recorder;
 pub mod upstream;

@@ -83,7 +83,34 @@ impl Recorder {
                 format!("{}:{verdict}", s.stage)
             })
             .collect();
-        record.detail = Some(serde_json::json!({ "trail": trail }).to_string());
+        let mut detail = serde_json::json!({ "trail": trail });
+        if !ctx.findings.is_empty() {
+            let findings: Vec<String> = ctx
+                .findings
+                .iter()
+                .map(|f| format!("{}:{}", f.stage, f.note))
+                .collect();
+            detail["findings"] = findings.into();
+        }
+        record.detail = Some(detail.to_string());
+    }
+
+    /// Adds a finding noticed after the pipeline ran (output moderation) to the detail.
+    pub fn note(&mut self, stage: &str, note: &str) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        let mut detail: serde_json::Value = record
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        let entry = serde_json::Value::from(format!("{stage}:{note}"));
+        match detail.get_mut("findings").and_then(|f| f.as_array_mut()) {
+            Some(findings) => findings.push(entry),
+            None => detail["findings"] = serde_json::json!([entry]),
+        }
+        record.detail = Some(detail.to_string());
     }
 
     /// The response head is going out: its status and how long Warden and upstream took.

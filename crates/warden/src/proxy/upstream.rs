@@ -88,6 +88,52 @@ impl Upstream {
             .map_err(|_| WardenError::Internal)
     }
 
+    /// A call Warden makes on its own behalf (e.g. `/moderations`) with the key's
+    /// upstream key (or the default) and project; the answer is read whole, up to
+    /// `max_bytes`. Timeouts are the caller's: each internal call has its own budget.
+    pub async fn call_internal(
+        &self,
+        client_path: &str,
+        key: Option<&crate::keys::VirtualKey>,
+        body: Bytes,
+        max_bytes: usize,
+    ) -> Result<(http::StatusCode, Bytes), WardenError> {
+        use http_body_util::BodyExt;
+        let auth = key
+            .and_then(|k| k.upstream_key.as_ref())
+            .or(self.default_key.as_ref())
+            .ok_or(WardenError::NoUpstreamKey)?;
+        let mut request = Request::builder()
+            .method(http::Method::POST)
+            .uri(self.uri_for(client_path)?)
+            .header(http::header::AUTHORIZATION, auth.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|_| WardenError::Internal)?;
+        let project = key
+            .and_then(|k| k.openai_project.as_ref())
+            .or(self.project.as_ref());
+        for (name, value) in [
+            ("openai-organization", self.organization.as_ref()),
+            ("openai-project", project),
+        ] {
+            if let Some(value) = value {
+                request.headers_mut().insert(name, value.clone());
+            }
+        }
+        let response = self.client.request(request).await.map_err(|err| {
+            tracing::warn!(error = %err, path = client_path, "internal upstream call failed");
+            WardenError::UpstreamUnavailable
+        })?;
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|_| WardenError::UpstreamUnavailable)?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
     /// Sends the request as the pipeline left it. Dropping the returned future (a client
     /// that went away) drops the upstream connection, which cancels the call.
     pub async fn send(&self, ctx: &RequestContext) -> Result<UpstreamReply, WardenError> {

@@ -2,6 +2,9 @@
 
 pub mod authenticate;
 pub mod end_user;
+pub mod limits;
+pub mod local_filters;
+pub mod moderation;
 pub mod read_body;
 pub mod safety_identifier;
 

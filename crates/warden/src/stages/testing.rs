@@ -43,6 +43,8 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         user_claims: None,
         end_user: None,
         safety_identifier: None,
+        limit_ticket: None,
         trail: Vec::new(),
+        findings: Vec::new(),
     }
 }

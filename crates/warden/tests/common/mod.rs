@@ -26,6 +26,9 @@ pub struct Options {
     pub upstream_url: Option<String>,
     pub upstream_timeout_secs: u64,
     pub extra_env: Vec<(String, String)>,
+    /// Moderation (on by default in Warden) is off in tests unless asked for, so the
+    /// stand-in's request log holds only the calls a test makes.
+    pub moderation: bool,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             upstream_url: None,
             upstream_timeout_secs: 30,
             extra_env: Vec::new(),
+            moderation: false,
         }
     }
 }
@@ -120,7 +124,14 @@ issuer = "test-app"
 "#,
             server = options.server_toml,
             timeout = options.upstream_timeout_secs,
-            extra = options.extra_toml,
+            extra = if options.moderation {
+                options.extra_toml
+            } else {
+                format!(
+                    "{}\n[safety.moderation]\nenabled = false\n",
+                    options.extra_toml
+                )
+            },
         );
         let config_path = dir.path().join("warden.toml");
         std::fs::write(&config_path, config).unwrap();

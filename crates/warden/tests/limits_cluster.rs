@@ -1,0 +1,225 @@
+//! Limits shared through the real Redis: two Warden processes enforce one budget, and a
+//! Warden whose Redis goes away keeps serving on local limits and recovers by itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const REDIS: &str = "127.0.0.1:6379";
+
+/// Fails loudly: these tests are the proof that limits are shared, never skipped.
+fn require_redis() {
+    TcpStream::connect_timeout(&REDIS.parse().unwrap(), Duration::from_secs(2)).unwrap_or_else(
+        |err| panic!("Redis must run on {REDIS} for the cluster limit tests ({err}); start it with `redis-server --daemonize yes`"),
+    );
+}
+
+fn unique_prefix() -> String {
+    format!("wtest-{:016x}", fastrand::u64(..))
+}
+
+/// `timeout_ms` is generous: a debug build on two shared cores can take longer than the
+/// production default of 50 ms to poll a reply, and every late reply is a local decision.
+fn cluster_warden(redis_url: &str, prefix: &str, limits: &str) -> Warden {
+    Warden::start_with(Options {
+        extra_toml: format!(
+            r#"
+[cluster]
+redis_url = "{redis_url}"
+key_prefix = "{prefix}"
+timeout_ms = 500
+
+[limits.per_ip]
+concurrency = "unlimited"
+requests_per_minute = "unlimited"
+
+{limits}
+"#
+        ),
+        ..Default::default()
+    })
+}
+
+async fn limits_state(w: &Warden) -> serde_json::Value {
+    let ready: serde_json::Value = client()
+        .get(format!("{}/readyz", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["limits"].clone()
+}
+
+async fn wait_for_degraded(w: &Warden, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = limits_state(w).await;
+        assert_eq!(state["mode"], "shared", "{state}");
+        if state["degraded"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "limits never became degraded={want}: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_processes_share_one_budget() {
+    require_redis();
+    let prefix = unique_prefix();
+    let url = format!("redis://{REDIS}");
+    let limits = "[limits.organization]\nrequests_per_day = 60\n";
+    let a = cluster_warden(&url, &prefix, limits);
+    let b = cluster_warden(&url, &prefix, limits);
+    wait_for_degraded(&a, false).await;
+    wait_for_degraded(&b, false).await;
+    let body = chat_body();
+    // The first request of each process waits for the tokenizer tables; the warm-up
+    // requests spend 2 of the 60.
+    for w in [&a, &b] {
+        let warm = post(w, "/v1/chat/completions", Some("warm"), &body).await;
+        assert_eq!(warm.status(), 200);
+    }
+
+    let sends = (0..150).map(|i| {
+        let w = if i % 2 == 0 { &a } else { &b };
+        let user = format!("user-{i}");
+        let body = &body;
+        async move {
+            post(w, "/v1/chat/completions", Some(&user), body)
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 150, "{statuses:?}");
+    eprintln!("two processes admitted {admitted} of the 58 left of a shared 60");
+    // One budget of 60 for both: within 5 %, never 2 × 60.
+    assert!(
+        (55..=61).contains(&admitted),
+        "admitted {admitted} of the 58 left of a shared budget of 60\n{}\n{}",
+        redis_lines(&a),
+        redis_lines(&b)
+    );
+    // Both processes took part in the decision.
+    assert!(!a.standin.requests().is_empty() && !b.standin.requests().is_empty());
+}
+
+fn redis_lines(w: &Warden) -> String {
+    w.stderr()
+        .lines()
+        .filter(|l| l.contains("Redis"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct RedisServer(Child);
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for the failover test");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer(child)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_to_local_limits_and_recovers() {
+    require_redis();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let w = cluster_warden(&url, &unique_prefix(), "");
+
+    // No Redis yet: requests are served on local limits, and the state says so.
+    wait_for_degraded(&w, true).await;
+    let started = Instant::now();
+    let status = post(&w, "/v1/chat/completions", Some("u"), &chat_body())
+        .await
+        .status();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let redis = RedisServer::start(port);
+    wait_for_degraded(&w, false).await;
+    assert_eq!(
+        post(&w, "/v1/chat/completions", Some("u"), &chat_body())
+            .await
+            .status(),
+        200
+    );
+
+    // Redis goes away mid-service: each decision waits at most the timeout.
+    drop(redis);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = post(&w, "/v1/chat/completions", Some("u"), &chat_body())
+            .await
+            .status();
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a request waited {:?} on a dead Redis",
+            started.elapsed()
+        );
+    }
+    wait_for_degraded(&w, true).await;
+
+    // And back again without a restart.
+    let _redis = RedisServer::start(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        post(&w, "/v1/chat/completions", Some("u"), &chat_body()).await;
+        if limits_state(&w).await["degraded"] == false {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered from the Redis outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
