@@ -52,7 +52,11 @@ pub struct SegmentRun {
 /// Runs one segment. The schedule is kept by a dedicated OS thread (tokio's timer ticks in
 /// whole milliseconds, too coarse at 2,000 requests/s); it spawns each request onto `runtime`
 /// at its instant, so the generator's own lateness shows up in the latency it reports.
-pub async fn run(runtime: &Handle, load: &Arc<Load>, segment: Segment) -> anyhow::Result<SegmentRun> {
+pub async fn run(
+    runtime: &Handle,
+    load: &Arc<Load>,
+    segment: Segment,
+) -> anyhow::Result<SegmentRun> {
     anyhow::ensure!(segment.rate > 0.0, "rate must be positive");
     let count = segment.requests();
     let interval = 1e9 / segment.rate;
@@ -72,7 +76,8 @@ pub async fn run(runtime: &Handle, load: &Arc<Load>, segment: Segment) -> anyhow
                 }
                 let load = Arc::clone(&load);
                 let n = segment.first_index + i;
-                spawned.push(runtime.spawn(async move { shoot(&load, n, at, segment.timeout).await }));
+                spawned
+                    .push(runtime.spawn(async move { shoot(&load, n, at, segment.timeout).await }));
             }
             let _ = done.send(spawned);
         })
@@ -111,7 +116,9 @@ async fn exchange(load: &Load, n: u64, scheduled: Instant) -> Outcome {
     let mut first_byte = None;
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) if frame.is_data() && first_byte.is_none() => first_byte = Some(Instant::now()),
+            Ok(frame) if frame.is_data() && first_byte.is_none() => {
+                first_byte = Some(Instant::now())
+            }
             Ok(_) => {}
             Err(_) => return Outcome::Failed(Failure::Body),
         }
@@ -143,21 +150,30 @@ pub async fn probe(load: &Load, stream: bool) -> anyhow::Result<()> {
     let mut body = BytesMut::new();
     let mut incoming = response.into_body();
     while let Some(frame) = incoming.frame().await {
-        if let Ok(data) = frame.with_context(|| format!("reading the {side} probe reply"))?.into_data() {
+        if let Ok(data) = frame
+            .with_context(|| format!("reading the {side} probe reply"))?
+            .into_data()
+        {
             body.extend_from_slice(&data);
         }
     }
     lease.release();
     let text = String::from_utf8_lossy(&body);
     let excerpt: String = text.chars().take(400).collect();
-    anyhow::ensure!(status == StatusCode::OK, "{side} probe: status {status}: {excerpt}");
+    anyhow::ensure!(
+        status == StatusCode::OK,
+        "{side} probe: status {status}: {excerpt}"
+    );
     let well_formed = if stream {
         text.contains("\"chat.completion.chunk\"") && text.trim_end().ends_with("data: [DONE]")
     } else {
         serde_json::from_slice::<serde_json::Value>(&body)
             .is_ok_and(|v| v["object"] == "chat.completion")
     };
-    anyhow::ensure!(well_formed, "{side} probe: not a chat completion: {excerpt}");
+    anyhow::ensure!(
+        well_formed,
+        "{side} probe: not a chat completion: {excerpt}"
+    );
     Ok(())
 }
 

@@ -34,7 +34,10 @@ pub struct Lease {
 impl Pool {
     /// Opens all `size` connections up front so no measured request pays for a handshake.
     pub async fn open(addr: SocketAddr, size: usize) -> anyhow::Result<Arc<Pool>> {
-        anyhow::ensure!(addr.ip().is_loopback(), "refusing to load {addr}: not loopback");
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "refusing to load {addr}: not loopback"
+        );
         anyhow::ensure!(size > 0, "the pool needs at least one connection");
         let mut idle = Vec::with_capacity(size);
         for _ in 0..size {
@@ -95,6 +98,31 @@ impl Lease {
         let Lease { pool, sender, .. } = self;
         pool.lock_idle().push(sender);
     }
+}
+
+/// One GET on a fresh connection (for the stand-in's control API); the body as text.
+pub async fn get_text(addr: SocketAddr, path: &'static str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "refusing to call {addr}: not loopback"
+    );
+    let mut sender = connect(addr).await?;
+    let mut request = http::Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = http::Uri::from_static(path);
+    request.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_str(&addr.to_string())?,
+    );
+    let response = sender.send_request(request).await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {

@@ -31,6 +31,30 @@ pub fn own_cpu_time() -> Option<Duration> {
     cpu_time(std::process::id())
 }
 
+/// CPU time the whole machine spent busy (all cores, every process, user + system + irq),
+/// from the first line of /proc/stat.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy_ticks(&stat)
+        .map(|ticks| Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+}
+
+fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces; the fields after its closing ')' are fixed:
     // state is field 3, utime field 14, stime field 15.
@@ -111,8 +135,15 @@ mod tests {
 
     #[test]
     fn cpu_ticks_survive_a_command_name_with_spaces_and_parens() {
-        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 100";
+        let stat =
+            "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 100";
         assert_eq!(parse_cpu_ticks(stat), Some(300));
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 9000 7 3 2 1 0 0\ncpu0 50 2 25 4500 3 1 1 0 0 0\n";
+        assert_eq!(parse_machine_busy_ticks(stat), Some(161));
     }
 
     #[test]

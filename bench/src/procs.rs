@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::{warden_config, Pipeline};
 use crate::workload::{UPSTREAM_KEY, VIRTUAL_KEY};
 
 /// How long a server may take to print its listening line.
@@ -28,7 +29,8 @@ impl Scratch {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("warden-bench-{}-{nanos}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("warden-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Scratch { path })
     }
@@ -61,7 +63,10 @@ impl Server {
     pub fn stderr_tail(&self, lines: usize) -> Vec<String> {
         let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        all[all.len().saturating_sub(lines)..].iter().map(|l| (*l).to_owned()).collect()
+        all[all.len().saturating_sub(lines)..]
+            .iter()
+            .map(|l| (*l).to_owned())
+            .collect()
     }
 
     /// Lines on stderr so far.
@@ -94,14 +99,16 @@ pub fn start_standin(bin_dir: &Path, scratch: &Scratch) -> anyhow::Result<(Serve
     Ok((server, addr))
 }
 
-/// Warden in front of the stand-in with auth, end-user identity and the request rewrite on.
+/// Warden in front of the stand-in, with the stages `pipeline` names.
 pub fn start_warden(
     bin_dir: &Path,
     scratch: &Scratch,
     standin: SocketAddr,
+    pipeline: Pipeline,
 ) -> anyhow::Result<(Server, SocketAddr)> {
     let config_path = scratch.path().join("warden.toml");
-    std::fs::write(&config_path, warden_config(standin, &scratch.path().join("warden.db")))
+    let db = scratch.path().join("warden.db");
+    std::fs::write(&config_path, warden_config(pipeline, standin, &db))
         .context("writing the Warden config")?;
     let mut command = Command::new(binary(bin_dir, "warden")?);
     command
@@ -116,34 +123,6 @@ pub fn start_warden(
     let line = wait_for_line(&mut server, scratch, "warden listening on ")?;
     let addr = parse_warden_line(&line)?;
     Ok((server, addr))
-}
-
-fn warden_config(standin: SocketAddr, db: &Path) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-
-[upstream]
-base_url = "http://{standin}/v1"
-api_key_env = "BENCH_UPSTREAM_KEY"
-
-[storage]
-url = "sqlite://{db}"
-
-[identity]
-safety_identifier_secret_env = "BENCH_SAFETY_SECRET"
-
-[log]
-level = "warn"
-
-[[keys]]
-name = "bench"
-secret_env = "BENCH_KEY"
-end_user = "required"
-"#,
-        db = db.display()
-    )
 }
 
 fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -217,7 +196,9 @@ fn parse_warden_line(line: &str) -> anyhow::Result<SocketAddr> {
 
 /// The benchmark only ever talks to loopback.
 fn loopback(text: &str) -> anyhow::Result<SocketAddr> {
-    let addr: SocketAddr = text.parse().with_context(|| format!("not an address: {text}"))?;
+    let addr: SocketAddr = text
+        .parse()
+        .with_context(|| format!("not an address: {text}"))?;
     anyhow::ensure!(addr.ip().is_loopback(), "{addr} is not a loopback address");
     Ok(addr)
 }
@@ -242,13 +223,5 @@ mod tests {
     fn anything_but_loopback_is_refused() {
         assert!(parse_standin_line("standin listening on http://10.0.0.1:80").is_err());
         assert!(parse_warden_line("warden listening on http://0.0.0.0:80 (admin x)").is_err());
-    }
-
-    #[test]
-    fn the_config_points_warden_at_the_standin_with_the_bench_key() {
-        let config = warden_config("127.0.0.1:4100".parse().unwrap(), Path::new("/tmp/x/warden.db"));
-        assert!(config.contains("base_url = \"http://127.0.0.1:4100/v1\""));
-        assert!(config.contains("url = \"sqlite:///tmp/x/warden.db\""));
-        assert!(config.contains("end_user = \"required\""));
     }
 }

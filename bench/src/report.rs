@@ -50,7 +50,8 @@ impl Report {
         let mut out = String::new();
         writeln!(out, "\n{}", machine_line())?;
         for mode in [Mode::Chat, Mode::Stream] {
-            let results: Vec<&RateResult> = self.results.iter().filter(|r| r.mode == mode).collect();
+            let results: Vec<&RateResult> =
+                self.results.iter().filter(|r| r.mode == mode).collect();
             if results.is_empty() {
                 continue;
             }
@@ -95,7 +96,10 @@ impl Report {
             .results
             .iter()
             .map(|r| {
-                let (d, w) = (summary(&r.direct.tally.latency), summary(&r.warden.tally.latency));
+                let (d, w) = (
+                    summary(&r.direct.tally.latency),
+                    summary(&r.warden.tally.latency),
+                );
                 let (df, wf) = (
                     summary(&r.direct.tally.first_byte),
                     summary(&r.warden.tally.first_byte),
@@ -175,35 +179,47 @@ fn latency_table<'a>(
     Ok(())
 }
 
-/// Where the time goes: service time from the actual send, the wait before sending, and the
-/// CPU each process spent per request while that side was measured.
+/// Where the time goes: service time from the actual send, the wait before sending, the
+/// CPU each process spent per request while that side was measured, and how busy the rest of
+/// the machine was meanwhile.
 fn cost_table(out: &mut String, mode: Mode, results: &[&RateResult]) -> std::fmt::Result {
     writeln!(
         out,
-        "\n{}: service time (actual send → last byte), queueing before send, CPU per request, µs",
+        "\n{}: service time (actual send → last byte), queueing before send, CPU per scheduled request, µs",
         mode.name()
     )?;
     writeln!(
         out,
-        "{:>6}  {:<7} {:>9} {:>9} {:>10} {:>11} {:>12} {:>10}",
-        "rate", "target", "svc p50", "svc p99", "queued p99", "warden cpu", "standin cpu", "bench cpu"
+        "{:>6}  {:<7} {:>9} {:>9} {:>10} {:>10} {:>11} {:>12} {:>10} {:>12}",
+        "rate",
+        "target",
+        "svc p50",
+        "svc p99",
+        "queued p50",
+        "queued p99",
+        "warden cpu",
+        "standin cpu",
+        "bench cpu",
+        "other cores"
     )?;
     for r in results {
         for (name, side) in [("direct", &r.direct), ("warden", &r.warden)] {
             let svc = summary(&side.tally.service);
             let queued = summary(&side.tally.queued);
-            let per_request = |d: Duration| per_request_us(d, side.tally.ok());
+            let per_request = |d: Duration| per_request_us(d, side.tally.scheduled);
             writeln!(
                 out,
-                "{:>6}  {:<7} {:>9.1} {:>9.1} {:>10.1} {:>11.1} {:>12.1} {:>10.1}",
+                "{:>6}  {:<7} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>11.1} {:>12.1} {:>10.1} {:>12.2}",
                 r.rate,
                 name,
                 svc.p50,
                 svc.p99,
+                queued.p50,
                 queued.p99,
                 per_request(side.cpu.warden),
                 per_request(side.cpu.standin),
-                per_request(side.cpu.generator)
+                per_request(side.cpu.generator),
+                side.cpu.others_cores(side.tally.wall)
             )?;
         }
     }
@@ -212,12 +228,14 @@ fn cost_table(out: &mut String, mode: Mode, results: &[&RateResult]) -> std::fmt
 
 fn side_json(side: &SideResult) -> Value {
     let mut value = side.tally.to_json();
-    let ok = side.tally.ok();
+    let requests = side.tally.scheduled;
     value["cpu_us_per_request"] = json!({
-        "warden": round1(per_request_us(side.cpu.warden, ok)),
-        "standin": round1(per_request_us(side.cpu.standin, ok)),
-        "generator": round1(per_request_us(side.cpu.generator, ok)),
+        "warden": round1(per_request_us(side.cpu.warden, requests)),
+        "standin": round1(per_request_us(side.cpu.standin, requests)),
+        "generator": round1(per_request_us(side.cpu.generator, requests)),
     });
+    value["other_processes_cores"] =
+        json!((side.cpu.others_cores(side.tally.wall) * 100.0).round() / 100.0);
     value
 }
 
@@ -267,7 +285,9 @@ fn cpu_model() -> String {
 }
 
 fn cpus() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
 }
 
 fn kernel() -> String {

@@ -82,6 +82,21 @@ pub struct CpuUse {
     pub warden: Duration,
     pub standin: Duration,
     pub generator: Duration,
+    /// The whole machine, these three included.
+    pub machine: Duration,
+}
+
+impl CpuUse {
+    /// CPU used by everything else on the machine (other builds, say), in cores over `wall`.
+    pub fn others_cores(&self, wall: Duration) -> f64 {
+        let ours = self.warden + self.standin + self.generator;
+        let wall = wall.as_secs_f64();
+        if wall > 0.0 {
+            self.machine.saturating_sub(ours).as_secs_f64() / wall
+        } else {
+            0.0
+        }
+    }
 }
 
 /// One side at one rate.
@@ -118,6 +133,9 @@ pub struct Runner<'a> {
     pub rss: &'a RssSampler,
     /// Requests scheduled so far; end users rotate with it.
     next_index: u64,
+    /// Requests scheduled to each side so far, warmup included.
+    pub sent_direct: u64,
+    pub sent_warden: u64,
 }
 
 impl<'a> Runner<'a> {
@@ -128,16 +146,23 @@ impl<'a> Runner<'a> {
             pids,
             rss,
             next_index: 1,
+            sent_direct: 0,
+            sent_warden: 0,
         }
     }
 
     /// One rate in one mode: warmup on both sides, then the ABBA segments.
-    pub async fn rate(&mut self, mode: Mode, rate: f64, loads: &Loads) -> anyhow::Result<RateResult> {
+    pub async fn rate(
+        &mut self,
+        mode: Mode,
+        rate: f64,
+        loads: &Loads,
+    ) -> anyhow::Result<RateResult> {
         self.rss.take_window_peak();
         let mut warmup_errors = 0;
         if self.plan.warmup_seconds > 0.0 {
             for side in [Side::Direct, Side::Warden] {
-                let segment = self.segment(rate, self.plan.warmup_seconds);
+                let segment = self.segment(side, rate, self.plan.warmup_seconds);
                 let run = load::run(&self.runtime, loads.get(side), segment).await?;
                 warmup_errors += run
                     .outcomes
@@ -158,12 +183,13 @@ impl<'a> Runner<'a> {
                 Side::Warden => &mut warden,
             };
             let before = self.cpu_now();
-            let segment = self.segment(rate, per_segment);
+            let segment = self.segment(side, rate, per_segment);
             let run = load::run(&self.runtime, loads.get(side), segment).await?;
             let after = self.cpu_now();
             result.cpu.warden += after.warden.saturating_sub(before.warden);
             result.cpu.standin += after.standin.saturating_sub(before.standin);
             result.cpu.generator += after.generator.saturating_sub(before.generator);
+            result.cpu.machine += after.machine.saturating_sub(before.machine);
             result.tally.wall += run.wall;
             for outcome in run.outcomes {
                 result.tally.record(outcome);
@@ -179,7 +205,7 @@ impl<'a> Runner<'a> {
         })
     }
 
-    fn segment(&mut self, rate: f64, seconds: f64) -> Segment {
+    fn segment(&mut self, side: Side, rate: f64, seconds: f64) -> Segment {
         let segment = Segment {
             rate,
             duration: Duration::from_secs_f64(seconds),
@@ -187,6 +213,10 @@ impl<'a> Runner<'a> {
             first_index: self.next_index,
         };
         self.next_index += segment.requests();
+        match side {
+            Side::Direct => self.sent_direct += segment.requests(),
+            Side::Warden => self.sent_warden += segment.requests(),
+        }
         segment
     }
 
@@ -195,6 +225,7 @@ impl<'a> Runner<'a> {
             warden: proc_stats::cpu_time(self.pids.warden).unwrap_or_default(),
             standin: proc_stats::cpu_time(self.pids.standin).unwrap_or_default(),
             generator: proc_stats::own_cpu_time().unwrap_or_default(),
+            machine: proc_stats::machine_busy().unwrap_or_default(),
         }
     }
 }

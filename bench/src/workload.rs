@@ -62,7 +62,6 @@ impl Side {
 #[derive(Debug)]
 pub struct Target {
     pub side: Side,
-    pub addr: SocketAddr,
     host: HeaderValue,
     authorization: HeaderValue,
     /// `X-Warden-User` values to rotate over; empty for the direct target.
@@ -83,7 +82,6 @@ impl Target {
         };
         Ok(Target {
             side,
-            addr,
             host: HeaderValue::from_str(&addr.to_string())?,
             authorization: HeaderValue::from_str(&format!("Bearer {key}"))?,
             users,
@@ -132,7 +130,10 @@ mod tests {
         let direct = Target::new(Side::Direct, addr).unwrap();
         let request = direct.request(7, &body);
         assert!(request.headers().get("x-warden-user").is_none());
-        assert_eq!(request.headers()["authorization"], "Bearer sk-bench-upstream");
+        assert_eq!(
+            request.headers()["authorization"],
+            "Bearer sk-bench-upstream"
+        );
 
         let warden = Target::new(Side::Warden, addr).unwrap();
         let first = warden.request(7, &body);
