@@ -267,4 +267,17 @@ fn demo_shows_a_pass_and_a_refusal() {
         "{text}"
     );
     assert!(text.contains("curl "));
+    assert!(
+        text.contains("-> 400:") && text.contains("jailbreak"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("\"code\":\"content_filter\"").count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("1 chat call(s)"),
+        "only the allowed request reached the model: {text}"
+    );
 }
