@@ -17,6 +17,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(gateway)
 }
 
@@ -34,6 +35,18 @@ pub async fn serve(
     {
         tracing::error!(%err, "admin listener failed");
     }
+}
+
+/// Prometheus text format; counters come from the event log, so they lag requests by a
+/// batch (milliseconds).
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway.metrics.render(gateway.events.dropped()),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, Problems, Secrets};
-use crate::events::{EventLog, EventSink, LogSink, StoreSink};
+use crate::events::{EventLog, EventSink, LogSink, Metrics, StoreSink};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::safety_id::SafetyIdentifiers;
 use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
@@ -23,6 +23,8 @@ const SAFETY_SECRET_SETTING: &str = "safety_identifier_secret";
 const KEY_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
+    /// Prometheus counters fed by the event log.
+    pub metrics: Metrics,
     pub pipeline: Pipeline,
     pub upstream: Arc<Upstream>,
     /// Input and output moderation (the Moderation endpoint, its cache and breaker).
@@ -61,8 +63,12 @@ impl Gateway {
         };
         let safety_ids = Arc::new(SafetyIdentifiers::new(&safety_secret));
 
-        let sinks: Vec<Box<dyn EventSink>> =
-            vec![Box::new(LogSink), Box::new(StoreSink(store.clone()))];
+        let metrics = Metrics::default();
+        let sinks: Vec<Box<dyn EventSink>> = vec![
+            Box::new(LogSink),
+            Box::new(metrics.clone()),
+            Box::new(StoreSink(store.clone())),
+        ];
         let events = EventLog::start(sinks);
         let upstream = Arc::new(Upstream::new(
             &config.upstream,
@@ -90,6 +96,7 @@ impl Gateway {
             limiter: limiter.clone(),
         });
         Ok(Gateway {
+            metrics,
             pipeline,
             upstream,
             moderator,

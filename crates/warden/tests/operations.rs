@@ -183,6 +183,58 @@ async fn health_and_readiness_are_on_the_admin_listener_only() {
     assert_eq!(public.status(), 404);
 }
 
+#[tokio::test]
+async fn metrics_count_requests_by_key_endpoint_and_outcome() {
+    let w = Warden::start();
+    assert_eq!(
+        post(&w, "/v1/chat/completions", Some("alice"), &chat_body())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(&w, "/v1/chat/completions", None, &chat_body())
+            .await
+            .status(),
+        400
+    );
+    let url = format!("{}/metrics", w.admin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("reason=\"missing_end_user\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        text.contains("warden_requests_total{key=\"app\",endpoint=\"chat.completions\",outcome=\"allowed\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warden_refusals_total{reason=\"missing_end_user\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warden_overhead_seconds_count{endpoint=\"chat.completions\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("alice"));
+    let public = client().get(w.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "metrics are never on the public listener"
+    );
+}
+
 #[test]
 fn check_config_lists_every_problem_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,10 @@
 //! Every decision becomes an event, recorded through one interface. The hot path only
 //! queues; a background writer batches events to the sinks (log lines, the store).
 
+mod metrics;
 mod writer;
+
+pub use metrics::Metrics;
 
 pub use writer::{EventLog, EventSink, LogSink, StoreSink};
 
