@@ -13,6 +13,9 @@ use crate::store::Store;
 
 const QUEUE_CAPACITY: usize = 65_536;
 const MAX_BATCH: usize = 512;
+/// How long the writer waits for more events after the first of a batch: a few ms of
+/// delay on a background write buys batches of many events under load.
+const LINGER: Duration = Duration::from_millis(5);
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -72,6 +75,9 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
+        if matches!(first, Message::Event(_)) && rx.len() < MAX_BATCH {
+            tokio::time::sleep(LINGER).await;
+        }
         let mut next = Some(first);
         // Group commit: take whatever else is already queued, up to a batch.
         while let Some(message) = next.take() {
