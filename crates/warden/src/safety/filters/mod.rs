@@ -4,6 +4,7 @@
 
 mod checks;
 mod jailbreak;
+mod literals;
 pub mod normalize;
 pub mod rules;
 mod scanner;

@@ -45,7 +45,15 @@ impl Normalizer {
         self.last_leet = false;
         if input.is_ascii() {
             for &b in input.as_bytes() {
-                self.push_ascii(b);
+                // Hot path: a lower-case letter inside a word with no leetspeak before it
+                // does exactly what `push_ascii` would, minus the bookkeeping.
+                if b.is_ascii_lowercase() && self.in_word && !self.last_leet {
+                    self.word_letters = true;
+                    self.word_ascii = true;
+                    self.out.push(b);
+                } else {
+                    self.push_ascii(b);
+                }
             }
         } else {
             let mut invisible = 0;

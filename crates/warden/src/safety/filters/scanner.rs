@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
-use regex::bytes::RegexSet as BytesRegexSet;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use regex::bytes::Regex as BytesRegex;
 use regex::{Regex, RegexSet};
 
 use super::checks;
 use super::jailbreak::Structural;
+use super::literals;
 use super::normalize::Normalizer;
 use super::rules::{self, Action, Check, Pattern, Rule, Scope};
 use super::{CategoryAction, FilterPolicy, Finding, JailbreakPolicy, Scan};
@@ -33,8 +34,12 @@ pub struct Scanner {
     raw_set: RegexSet,
     /// Per pattern of `raw_set`: its rule and the regex that finds the spans.
     raw: Vec<(usize, Regex)>,
-    folded_set: BytesRegexSet,
-    folded_rule: Vec<usize>,
+    /// Folded-text rules: each regex with its rule, and the ones with no known literal.
+    folded: Vec<(usize, BytesRegex)>,
+    always: Vec<usize>,
+    /// Literals every match of a folded regex contains, and the regexes each one admits.
+    anchors: Option<AhoCorasick>,
+    anchor_rules: Vec<Vec<usize>>,
     keywords: Option<AhoCorasick>,
     keyword_rule: Vec<usize>,
     structural: Structural,
@@ -56,7 +61,7 @@ impl Scanner {
     pub fn from_rules(policy: &FilterPolicy, all: Vec<Rule>) -> Result<Scanner, String> {
         let mut rules = Vec::new();
         let (mut raw_patterns, mut raw) = (Vec::new(), Vec::new());
-        let (mut folded_patterns, mut folded_rule) = (Vec::new(), Vec::new());
+        let mut folded = Vec::new();
         let (mut words, mut keyword_rule) = (Vec::new(), Vec::new());
         let mut fold = Normalizer::default();
         for rule in all {
@@ -76,8 +81,7 @@ impl Scanner {
                     raw_patterns.push(re);
                 }
                 (Pattern::Regex(re), Scope::Normalized) => {
-                    folded_patterns.push(re.clone());
-                    folded_rule.push(index);
+                    folded.push((index, compile_folded(re, &rule.id)?));
                 }
                 (Pattern::Keywords(list), Scope::Normalized) => {
                     for word in list {
@@ -99,13 +103,35 @@ impl Scanner {
             .size_limit(REGEX_SIZE_LIMIT * 4)
             .build()
             .map_err(|err| format!("filter rules do not compile together: {err}"))?;
-        // ASCII classes and word boundaries: the folded text is mostly ASCII, and Unicode
-        // `\w` / `\b` would push a set this size off the DFA onto the slow NFA engines.
-        let folded_set = regex::bytes::RegexSetBuilder::new(&folded_patterns)
-            .unicode(false)
-            .size_limit(REGEX_SIZE_LIMIT * 4)
-            .build()
-            .map_err(|err| format!("filter rules do not compile together: {err}"))?;
+        // One pass over the anchor literals decides which folded regexes can match at all;
+        // only those run (benign text usually admits none).
+        let (mut always, mut anchor_words) = (Vec::new(), Vec::<Vec<u8>>::new());
+        let mut anchor_rules: Vec<Vec<usize>> = Vec::new();
+        for (i, (_, re)) in folded.iter().enumerate() {
+            let Some(lits) = literals::required(re.as_str()) else {
+                always.push(i);
+                continue;
+            };
+            for lit in lits {
+                match anchor_words.iter().position(|w| *w == lit) {
+                    Some(at) => anchor_rules[at].push(i),
+                    None => {
+                        anchor_words.push(lit);
+                        anchor_rules.push(vec![i]);
+                    }
+                }
+            }
+        }
+        let anchors = if anchor_words.is_empty() {
+            None
+        } else {
+            // A full DFA: the fastest overlapping search, and the anchor set is small.
+            let anchors = AhoCorasick::builder()
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&anchor_words)
+                .map_err(|err| format!("rule anchors: {err}"))?;
+            Some(anchors)
+        };
         let keywords = if words.is_empty() {
             None
         } else {
@@ -117,8 +143,10 @@ impl Scanner {
             rules,
             raw_set,
             raw,
-            folded_set,
-            folded_rule,
+            folded,
+            always,
+            anchors,
+            anchor_rules,
             keywords,
             keyword_rule,
             structural: Structural::default(),
@@ -163,8 +191,14 @@ impl Scanner {
         fold.fold(text);
         let signals = fold.signals;
         let folded = &fold.out[..];
-        for i in self.folded_set.matches(folded).iter() {
-            self.record(&mut scan, self.folded_rule[i], None, &mut seen);
+        for (index, _) in self
+            .folded
+            .iter()
+            .zip(self.candidates(folded))
+            .filter(|((_, re), candidate)| *candidate && re.is_match(folded))
+            .map(|(rule, _)| rule)
+        {
+            self.record(&mut scan, *index, None, &mut seen);
         }
         if let Some(keywords) = &self.keywords {
             for m in keywords.find_overlapping_iter(folded) {
@@ -183,6 +217,26 @@ impl Scanner {
         self.structural
             .score(text, folded, signals, &known, &mut scan.jailbreak);
         scan
+    }
+
+    /// Per folded regex: whether the text holds one of its anchors (or it has none).
+    fn candidates(&self, folded: &[u8]) -> Vec<bool> {
+        let mut candidate = vec![false; self.folded.len()];
+        for &i in &self.always {
+            candidate[i] = true;
+        }
+        let mut left = candidate.iter().filter(|c| !**c).count();
+        if let Some(anchors) = &self.anchors {
+            for m in anchors.find_overlapping_iter(folded) {
+                if left == 0 {
+                    break;
+                }
+                for &i in &self.anchor_rules[m.pattern().as_usize()] {
+                    left -= usize::from(!std::mem::replace(&mut candidate[i], true));
+                }
+            }
+        }
+        candidate
     }
 
     fn record(
@@ -218,6 +272,16 @@ fn is_word(b: u8) -> bool {
 
 fn compile(re: &str, id: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(re)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|err| format!("rule {id}: {err}"))
+}
+
+/// Folded-text regexes use ASCII classes and word boundaries: the folded text is mostly
+/// ASCII, and Unicode `\w` / `\b` would push them off the DFA onto the slow NFA engines.
+fn compile_folded(re: &str, id: &str) -> Result<BytesRegex, String> {
+    regex::bytes::RegexBuilder::new(re)
+        .unicode(false)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|err| format!("rule {id}: {err}"))
