@@ -39,8 +39,9 @@ struct Args {
     /// Keep-alive connections per target; a request finding all busy waits (and that counts).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Segments per target per rate, run direct/warden then warden/direct alternately.
-    #[arg(long, default_value_t = 2)]
+    /// Segments per target per rate, run direct/warden then warden/direct alternately
+    /// (short segments spread a burst of unrelated load over both targets).
+    #[arg(long, default_value_t = 5)]
     segments: u32,
     /// Worker threads of the load generator's runtime (leave the cores to the servers).
     #[arg(long, default_value_t = 1)]

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +20,9 @@ pub type Sender = SendRequest<Full<Bytes>>;
 pub struct Pool {
     addr: SocketAddr,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Sender>>,
+    /// Free connections, used round-robin (oldest first) so none sits idle long enough for
+    /// a server's keep-alive or header-read timeout to close it mid-run.
+    idle: Mutex<VecDeque<Sender>>,
     /// Connections opened after the initial set (a broken or timed-out one is replaced).
     reconnects: AtomicU64,
 }
@@ -39,9 +42,9 @@ impl Pool {
             "refusing to load {addr}: not loopback"
         );
         anyhow::ensure!(size > 0, "the pool needs at least one connection");
-        let mut idle = Vec::with_capacity(size);
+        let mut idle = VecDeque::with_capacity(size);
         for _ in 0..size {
-            idle.push(connect(addr).await?);
+            idle.push_back(connect(addr).await?);
         }
         Ok(Arc::new(Pool {
             addr,
@@ -57,7 +60,7 @@ impl Pool {
             .acquire_owned()
             .await
             .context("pool closed")?;
-        let reusable = self.lock_idle().pop().filter(|s| !s.is_closed());
+        let reusable = self.lock_idle().pop_front().filter(|s| !s.is_closed());
         let mut sender = match reusable {
             Some(sender) => sender,
             None => self.reconnect().await?,
@@ -82,7 +85,7 @@ impl Pool {
         connect(self.addr).await
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Sender>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -96,7 +99,7 @@ impl Lease {
     /// without this (error, timeout) discards its connection; the next checkout replaces it.
     pub fn release(self) {
         let Lease { pool, sender, .. } = self;
-        pool.lock_idle().push(sender);
+        pool.lock_idle().push_back(sender);
     }
 }
 
