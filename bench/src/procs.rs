@@ -125,6 +125,13 @@ pub fn start_warden(
     Ok((server, addr))
 }
 
+/// Fails early, before anything is started, if either server binary is missing.
+pub fn check_binaries(bin_dir: &Path) -> anyhow::Result<()> {
+    binary(bin_dir, "standin")?;
+    binary(bin_dir, "warden")?;
+    Ok(())
+}
+
 fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir.join(name);
     anyhow::ensure!(

@@ -126,11 +126,12 @@ pub struct Pids {
     pub standin: u32,
 }
 
+/// Runs the rates one after another, keeping the request numbering and per-side counts.
 pub struct Runner<'a> {
-    pub runtime: Handle,
-    pub plan: &'a Plan,
-    pub pids: Pids,
-    pub rss: &'a RssSampler,
+    runtime: Handle,
+    plan: &'a Plan,
+    pids: Pids,
+    rss: &'a RssSampler,
     /// Requests scheduled so far; end users rotate with it.
     next_index: u64,
     /// Requests scheduled to each side so far, warmup included.

@@ -41,6 +41,7 @@ struct Driven {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Report> {
+    procs::check_binaries(&options.bin_dir)?;
     // Declared first so it is dropped last, after both servers are killed.
     let scratch = Scratch::create()?;
     let (standin, standin_addr) = procs::start_standin(&options.bin_dir, &scratch)?;
