@@ -47,9 +47,7 @@ pub enum WardenError {
     UpstreamUnavailable,
     #[error("upstream timeout")]
     UpstreamTimeout,
-    #[error("blocked by moderation")]
-    ModerationBlocked(Box<crate::safety::moderation::refusal::ContentBlock>),
-    /// A content check (local filters, or any other) refused the input.
+    /// A content check (local filters or the Moderation endpoint) refused the input.
     #[error("content filtered")]
     ContentFiltered(Box<crate::safety::blocked::ContentFilter>),
     #[error("moderation unavailable: {0}")]
@@ -84,7 +82,6 @@ impl WardenError {
             | BodyNotObject
             | InvalidType { .. }
             | BodyRead
-            | ModerationBlocked(_)
             | ContentFiltered(_)
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
@@ -122,7 +119,7 @@ impl WardenError {
             NoUpstreamKey => "upstream_key_missing",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
-            ModerationBlocked(_) | ContentFiltered(_) => "content_filter",
+            ContentFiltered(_) => "content_filter",
             ModerationUnavailable(_) => "moderation_unavailable",
             RateLimited(_) => "rate_limit_exceeded",
             PromptTooLong { .. } => "context_length_exceeded",
@@ -153,7 +150,6 @@ impl WardenError {
             WardenError::PromptTooLong { param, .. } => Some(param),
             WardenError::TooManyChoices { .. } => Some("n"),
             WardenError::ModelNotAllowed { .. } => Some("model"),
-            WardenError::ModerationBlocked(block) => Some(block.param.as_str()),
             WardenError::ContentFiltered(block) => Some(block.param.as_str()),
             _ => None,
         }
@@ -201,7 +197,6 @@ impl WardenError {
             ),
             ModelNotAllowed { model, key } => format!("The key '{key}' is not allowed to use the model '{model}'."),
             EndpointNotAllowed { endpoint, key } => format!("The key '{key}' is not allowed to use the {endpoint} endpoint."),
-            ModerationBlocked(block) => block.message(),
             ContentFiltered(block) => block.message(),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
         }
@@ -229,9 +224,6 @@ impl WardenError {
                 "code": self.code(),
             }
         });
-        if let WardenError::ModerationBlocked(block) = self {
-            body["error"]["innererror"] = block.inner_error();
-        }
         if let WardenError::ContentFiltered(block) = self {
             body["error"]["innererror"] = block.inner_error();
         }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::pipeline::{Finding, RequestContext, Stage, Step, Verdict};
+use crate::safety::blocked::ContentFilter;
 use crate::safety::moderation::pieces;
-use crate::safety::moderation::refusal::ContentBlock;
 use crate::safety::moderation::{Moderator, Side, Unavailable};
 
 pub struct Moderate {
@@ -49,9 +49,9 @@ impl Moderate {
             });
         }
         match checked.blocked.into_iter().next() {
-            Some(hit) => Err(WardenError::ModerationBlocked(Box::new(
-                ContentBlock::from(hit),
-            ))),
+            Some(hit) => Err(WardenError::ContentFiltered(Box::new(ContentFilter::from(
+                hit,
+            )))),
             None => Ok(Verdict::Allow),
         }
     }

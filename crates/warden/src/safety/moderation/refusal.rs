@@ -1,65 +1,33 @@
-//! What a blocked input tells the client: which field, which categories (never the
-//! content), and Azure OpenAI's `innererror.content_filter_result` shape, which Azure
-//! clients already understand.
-//!
-//! TODO(merge): the local-filters work adds `WardenError::ContentFiltered`; this is the
-//! moderation side's minimal version (`WardenError::ModerationBlocked`) until they merge.
+//! Turns a Moderation-endpoint block into the general content refusal
+//! (`safety::blocked::ContentFilter`), reporting every one of the 13 category scores.
 
-use serde_json::{json, Map, Value};
-
-use super::categories::{CategorySet, Scores, CATEGORIES};
+use super::categories::CATEGORIES;
 use super::Hit;
+use crate::safety::blocked::ContentFilter;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContentBlock {
-    pub param: String,
-    pub categories: CategorySet,
-    pub scores: Scores,
-}
-
-impl From<Hit> for ContentBlock {
+impl From<Hit> for ContentFilter {
     fn from(hit: Hit) -> Self {
-        ContentBlock {
+        ContentFilter {
             param: hit.param,
-            categories: hit.categories,
-            scores: hit.scores,
+            categories: hit
+                .categories
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            details: CATEGORIES
+                .iter()
+                .zip(hit.scores.scores.iter())
+                .map(|(name, score)| ((*name).to_owned(), *score))
+                .collect(),
         }
-    }
-}
-
-impl ContentBlock {
-    pub fn message(&self) -> String {
-        format!(
-            "Your request was blocked by the content policy: '{}' was flagged for {}.",
-            self.param,
-            self.categories.names().join(", ")
-        )
-    }
-
-    /// `{"code": "ResponsibleAIPolicyViolation", "content_filter_result": {category:
-    /// {"filtered", "score"}}}` over all 13 categories.
-    pub fn inner_error(&self) -> Value {
-        let mut result = Map::new();
-        for (i, name) in CATEGORIES.iter().enumerate() {
-            result.insert(
-                (*name).to_owned(),
-                json!({
-                    "filtered": self.categories.contains(i),
-                    "score": f64::from(self.scores.scores[i]),
-                }),
-            );
-        }
-        json!({
-            "code": "ResponsibleAIPolicyViolation",
-            "content_filter_result": result,
-        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::categories::index_of;
+    use super::super::categories::{index_of, CategorySet, Scores};
     use super::*;
 
     #[test]
@@ -69,11 +37,11 @@ mod tests {
         scores.scores[v] = 0.97;
         let mut categories = CategorySet::default();
         categories.insert(v);
-        let block = ContentBlock {
+        let block = ContentFilter::from(Hit {
             param: "messages[1].content".into(),
             categories,
             scores,
-        };
+        });
         assert!(block.message().contains("'messages[1].content'"));
         assert!(block.message().contains("violence"));
         let inner = block.inner_error();
