@@ -16,6 +16,7 @@ struct Request {
     n: Option<i64>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    safety_identifier: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +161,9 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
         .find(|message| message.role.as_deref() == Some("user"))
         .map(|message| text::content_text(&message.content))
         .unwrap_or_default();
+    if let Some(refusal) = text::refuse_user(&user_text, request.safety_identifier.as_deref()) {
+        return Err(refusal);
+    }
     let reply = text::reply(&user_text);
     let prompt_tokens: u64 = messages
         .iter()

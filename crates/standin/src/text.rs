@@ -89,6 +89,25 @@ pub(crate) fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The text that makes the stand-in refuse the request's end user, as OpenAI does once it
+/// has acted on a `safety_identifier`.
+pub(crate) const REFUSE_USER: &str = "REFUSE_USER";
+
+/// A 400 naming the request's `safety_identifier` when the user text asks for it.
+pub(crate) fn refuse_user(
+    user_text: &str,
+    safety_identifier: Option<&str>,
+) -> Option<crate::errors::ApiError> {
+    let sid = safety_identifier.filter(|_| user_text.contains(REFUSE_USER))?;
+    Some(
+        crate::errors::ApiError::invalid_request(format!(
+            "Access to this model has been restricted for the end user with safety_identifier '{sid}' for violating our usage policies."
+        ))
+        .param("safety_identifier")
+        .code("safety_identifier_restricted"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

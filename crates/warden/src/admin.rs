@@ -18,6 +18,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::admin_api::routes(gateway.clone()))
         .with_state(gateway)
 }
 

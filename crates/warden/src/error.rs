@@ -68,6 +68,10 @@ pub enum WardenError {
     EndpointNotAllowed { endpoint: &'static str, key: String },
     #[error("internal error")]
     Internal,
+    #[error("end user banned")]
+    UserBanned { reason: String },
+    #[error("end user suspended")]
+    UserSuspended { until_ms: i64, reason: String },
 }
 
 impl WardenError {
@@ -86,7 +90,10 @@ impl WardenError {
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ModelNotAllowed { .. } | EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ModelNotAllowed { .. }
+            | EndpointNotAllowed { .. }
+            | UserBanned { .. }
+            | UserSuspended { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -127,6 +134,8 @@ impl WardenError {
             ModelNotAllowed { .. } => "model_not_allowed",
             EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Internal => "internal_error",
+            UserBanned { .. } => "user_banned",
+            UserSuspended { .. } => "user_suspended",
         }
     }
 
@@ -138,6 +147,7 @@ impl WardenError {
             | UpstreamTimeout
             | Internal
             | ModerationUnavailable(_) => "server_error",
+            UserBanned { .. } | UserSuspended { .. } => "request_forbidden",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
             _ => "invalid_request_error",
@@ -198,6 +208,13 @@ impl WardenError {
             ModelNotAllowed { model, key } => format!("The key '{key}' is not allowed to use the model '{model}'."),
             EndpointNotAllowed { endpoint, key } => format!("The key '{key}' is not allowed to use the {endpoint} endpoint."),
             ContentFiltered(block) => block.message(),
+            UserBanned { reason } => format!(
+                "This end user is banned from this service ({reason}). Requests for them are refused until an operator lifts the ban."
+            ),
+            UserSuspended { until_ms, reason } => format!(
+                "This end user is suspended from this service until {} ({reason}).",
+                crate::enforcement::format_ms(*until_ms)
+            ),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
         }
     }

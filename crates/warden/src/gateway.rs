@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, Problems, Secrets};
+use crate::enforcement::Enforcement;
 use crate::events::{EventLog, EventSink, LogSink, Metrics, StoreSink};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::safety_id::SafetyIdentifiers;
@@ -34,6 +35,10 @@ pub struct Gateway {
     pub events: EventLog,
     pub keys: Arc<KeyRegistry>,
     pub store: Store,
+    /// Digests of the tokens the admin API accepts.
+    pub admin_tokens: crate::admin_api::AdminTokens,
+    /// End-user strikes, suspensions and bans.
+    pub enforcement: Arc<Enforcement>,
     pub trusted_proxies: Vec<IpNet>,
     /// Response watchers, in the order they see frames.
     pub observers: Vec<Box<dyn ObserverFactory>>,
@@ -50,26 +55,25 @@ impl Gateway {
         let keys = Arc::new(KeyRegistry::new(declared));
         keys.replace_stored(&store.list_keys().await?);
 
-        let safety_secret = match &secrets.safety_identifier {
-            Some(secret) => secret.clone(),
-            None => Secret::new(
-                store
-                    .setting_or_insert(
-                        SAFETY_SECRET_SETTING,
-                        crate::keys::generate_secret()?.expose(),
-                    )
-                    .await?,
-            ),
-        };
-        let safety_ids = Arc::new(SafetyIdentifiers::new(&safety_secret));
+        let safety_ids = safety_identifiers(secrets.safety_identifier.as_ref(), &store).await?;
 
         let metrics = Metrics::default();
+        let (offence_sink, offences) = crate::enforcement::offence_channel(&config.enforcement);
         let sinks: Vec<Box<dyn EventSink>> = vec![
             Box::new(LogSink),
             Box::new(metrics.clone()),
             Box::new(StoreSink(store.clone())),
+            Box::new(offence_sink),
         ];
         let events = EventLog::start(sinks);
+        let enforcement = Enforcement::new(
+            config.enforcement.clone(),
+            store.clone(),
+            events.clone(),
+            safety_ids.clone(),
+            offences,
+        );
+        enforcement.start().await?;
         let upstream = Arc::new(Upstream::new(
             &config.upstream,
             secrets.upstream_default.as_ref(),
@@ -84,6 +88,7 @@ impl Gateway {
         limiter.spawn_sweeper();
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
+            enforcement: enforcement.clone(),
             safety_ids,
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: config.server.request_body_timeout,
@@ -104,6 +109,21 @@ impl Gateway {
             events,
             keys,
             store,
+            enforcement,
+            admin_tokens: crate::admin_api::AdminTokens::new(
+                config
+                    .admin
+                    .token_sha256
+                    .iter()
+                    .copied()
+                    .chain(
+                        secrets
+                            .admin_token
+                            .as_ref()
+                            .map(|t| hash_secret(t.expose())),
+                    )
+                    .collect(),
+            ),
             trusted_proxies: config.server.trusted_proxies.clone(),
             observers: vec![Box::new(crate::limits::usage::UsageObservers)],
         })
@@ -130,6 +150,26 @@ impl Gateway {
             }
         })
     }
+}
+
+/// The identifier hasher: the configured secret, or the one generated once and kept in
+/// the store so identifiers stay stable across restarts and replicas.
+pub async fn safety_identifiers(
+    configured: Option<&Secret>,
+    store: &Store,
+) -> anyhow::Result<Arc<SafetyIdentifiers>> {
+    let secret = match configured {
+        Some(secret) => secret.clone(),
+        None => Secret::new(
+            store
+                .setting_or_insert(
+                    SAFETY_SECRET_SETTING,
+                    crate::keys::generate_secret()?.expose(),
+                )
+                .await?,
+        ),
+    };
+    Ok(Arc::new(SafetyIdentifiers::new(&secret)))
 }
 
 fn declared_keys(config: &Config, secrets: &Secrets) -> Result<Vec<DeclaredKey>, Problems> {

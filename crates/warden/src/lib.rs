@@ -3,9 +3,11 @@
 //! lives here so tests can build the whole gateway in-process.
 
 pub mod admin;
+pub mod admin_api;
 pub mod cli;
 pub mod config;
 pub mod endpoint;
+pub mod enforcement;
 pub mod error;
 pub mod events;
 pub mod gateway;
@@ -13,6 +15,7 @@ pub mod identity;
 pub mod json_body;
 pub mod keys;
 pub mod limits;
+pub mod notices;
 pub mod pipeline;
 pub mod proxy;
 pub mod safety;

@@ -6,6 +6,7 @@ mod check_config;
 mod demo;
 mod keys;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,14 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Review end users and act on them: list, show, ban, suspend, unban, reset.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +73,7 @@ pub fn main() -> ExitCode {
             Command::Serve { config } => serve::run(config).await,
             Command::CheckConfig { file } => return check_config::run(&file),
             Command::Keys { command, config } => keys::run(command, config).await,
+            Command::Users { command, config } => users::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)

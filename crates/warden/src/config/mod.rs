@@ -1,6 +1,7 @@
 //! Configuration: the raw TOML is read, then validated into types that cannot hold an
 //! invalid state. Every problem is reported at once, with its key path.
 
+pub mod enforcement;
 pub mod env;
 pub mod filters;
 pub mod limits;
@@ -40,6 +41,9 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub limits: limits::LimitsConfig,
     pub cluster: limits::ClusterConfig,
+    pub enforcement: enforcement::EnforcementConfig,
+    pub admin: enforcement::AdminConfig,
+    pub notices: enforcement::NoticesConfig,
 }
 
 /// `[safety]`: content safety policy.

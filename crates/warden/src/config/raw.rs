@@ -98,12 +98,27 @@ pub struct RawConfig {
     /// `[limits]` and `[cluster]`, read in `config/limits.rs`.
     pub limits: Option<toml::Value>,
     pub cluster: Option<toml::Value>,
+    /// `[enforcement]`, `[admin]` and `[openai_notices]`, read in `config/enforcement.rs`.
+    pub enforcement: Option<toml::Value>,
+    pub admin: Option<toml::Value>,
+    pub openai_notices: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "upstream", "storage", "identity", "log", "keys", "safety", "limits", "cluster",
+    "server",
+    "upstream",
+    "storage",
+    "identity",
+    "log",
+    "keys",
+    "safety",
+    "limits",
+    "cluster",
+    "enforcement",
+    "admin",
+    "openai_notices",
 ];
 
 impl RawConfig {
@@ -130,6 +145,9 @@ impl RawConfig {
                 "keys" => raw.keys = read_keys(value, problems),
                 "limits" => raw.limits = Some(value.clone()),
                 "cluster" => raw.cluster = Some(value.clone()),
+                "enforcement" => raw.enforcement = Some(value.clone()),
+                "admin" => raw.admin = Some(value.clone()),
+                "openai_notices" => raw.openai_notices = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

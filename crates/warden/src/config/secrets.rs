@@ -27,6 +27,12 @@ pub struct Secrets {
     pub safety_identifier: Option<Secret>,
     /// One entry per `config.keys`, same order.
     pub keys: Vec<KeySecrets>,
+    /// The admin API's bearer token from `[admin] token_env`.
+    pub admin_token: Option<Secret>,
+    /// OpenAI's webhook signing secret (`whsec_…`) from `[openai_notices] secret_env`.
+    pub notice_secret: Option<Secret>,
+    /// A key allowed to read safety cases; falls back to the upstream key.
+    pub case_key: Option<Secret>,
 }
 
 impl Secrets {
@@ -61,6 +67,33 @@ impl Secrets {
             ),
             _ => {}
         }
+
+        let admin_token = config.admin.token_env.as_deref().and_then(|name| {
+            let token = required(env, &mut problems, "admin", "token_env", name)?;
+            if token.expose().len() < 16 {
+                problems.push(
+                    "admin.token_env",
+                    format!("{name} must be at least 16 characters"),
+                );
+            }
+            Some(token)
+        });
+        let notice_secret = env.get(&config.notices.secret_env).map(Secret::new);
+        if let Some(secret) = &notice_secret {
+            if crate::notices::signature::decode_secret(secret.expose()).is_none() {
+                problems.push(
+                    "openai_notices.secret_env",
+                    format!(
+                        "{} must be OpenAI's webhook secret: 'whsec_' followed by base64",
+                        config.notices.secret_env
+                    ),
+                );
+            }
+        }
+        let case_key = match config.notices.case_key_env.as_deref() {
+            Some(name) => required(env, &mut problems, "openai_notices", "case_key_env", name),
+            None => None,
+        };
 
         let keys = config
             .keys
@@ -123,6 +156,9 @@ impl Secrets {
                 upstream_default,
                 safety_identifier,
                 keys,
+                admin_token,
+                notice_secret,
+                case_key,
             },
             problems,
             warnings,

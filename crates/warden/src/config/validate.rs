@@ -149,6 +149,10 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
 
     let limits = super::limits::validate_limits(raw.limits.as_ref(), &raw.keys, problems);
     let cluster = super::limits::validate_cluster(raw.cluster.as_ref(), problems);
+    let enforcement =
+        super::enforcement::validate_enforcement(raw.enforcement.as_ref(), &limits, problems);
+    let admin = super::enforcement::validate_admin(raw.admin.as_ref(), problems);
+    let notices = super::enforcement::validate_notices(raw.openai_notices.as_ref(), problems);
 
     Config {
         server: ServerConfig {
@@ -165,6 +169,9 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         keys,
         limits,
         cluster,
+        enforcement,
+        admin,
+        notices,
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

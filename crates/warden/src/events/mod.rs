@@ -6,10 +6,10 @@ mod writer;
 
 pub use metrics::Metrics;
 
-pub use writer::{EventLog, EventSink, LogSink, StoreSink};
+pub use writer::{EventLog, EventSink, LogSink, SinkFuture, StoreSink};
 
 /// One row of the event log, flat so both store backends and the log line share it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EventRecord {
     pub request_id: String,
     pub at_ms: i64,

@@ -44,6 +44,12 @@ impl KeyRegistry {
         &self.token_only
     }
 
+    /// Whether a live key (declared or stored) has this name; for operator calls only.
+    pub fn knows(&self, name: &str) -> bool {
+        self.declared_names().any(|n| n == name)
+            || self.by_hash.load().values().any(|k| k.name == name)
+    }
+
     pub fn declared_names(&self) -> impl Iterator<Item = &str> {
         self.declared.iter().map(|(_, k)| k.name.as_str())
     }

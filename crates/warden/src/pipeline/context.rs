@@ -63,6 +63,10 @@ pub struct RequestContext {
     pub limit_ticket: Option<std::sync::Arc<crate::limits::Ticket>>,
     pub trail: Vec<StageRecord>,
     pub findings: Vec<Finding>,
+    /// A lower tier than the user's own, set by `user_standing` for throttled users.
+    pub tier_override: Option<String>,
+    /// Headers added to the answer the client gets (e.g. the user's standing).
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestContext {
@@ -95,6 +99,8 @@ impl RequestContext {
             limit_ticket: None,
             trail: Vec::with_capacity(8),
             findings: Vec::new(),
+            tier_override: None,
+            response_headers: Vec::new(),
         }
     }
 

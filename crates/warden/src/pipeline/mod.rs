@@ -32,6 +32,7 @@ pub struct Pipeline {
 /// What the standard stages need from the running gateway.
 pub struct StageDeps {
     pub keys: Arc<crate::keys::KeyRegistry>,
+    pub enforcement: Arc<crate::enforcement::Enforcement>,
     pub safety_ids: Arc<crate::identity::safety_id::SafetyIdentifiers>,
     pub max_body_bytes: usize,
     pub body_timeout: std::time::Duration,
@@ -49,17 +50,19 @@ impl Pipeline {
     ///    parses the JSON once, and checks the type of every field Warden reads.
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
-    /// 4. `limits` — volume before content, cheapest refusal first: the key's allowed
+    /// 4. `user_standing` — banned and suspended end users are refused (403) before any
+    ///    upstream call; throttled ones drop to a lower tier; warned ones get a header.
+    /// 5. `limits` — volume before content, cheapest refusal first: the key's allowed
     ///    endpoints and models, `n` and output caps, prompt tokens against the per-request
     ///    cap, then rate/token/in-flight limits of organization, key, end user (by tier)
     ///    and client IP (one Redis round trip when shared). 429 with OpenAI's headers.
-    /// 5. `local_filters` — no network: jailbreak score, secrets and PII rules over every
+    /// 6. `local_filters` — no network: jailbreak score, secrets and PII rules over every
     ///    user text; blocks (400 `content_filter`), redacts secrets in place, records flags.
     ///    Before `moderation`, so the endpoint only sees what local filters let through.
-    /// 6. `moderation` — the Moderation endpoint on what the content-hash cache has not
+    /// 7. `moderation` — the Moderation endpoint on what the content-hash cache has not
     ///    seen; per-category policy; 400 `content_filter` on a block, 503 when the
     ///    endpoint fails and the key's `on_error` is `block`.
-    /// 7. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
+    /// 8. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
     pub fn standard(deps: StageDeps) -> Pipeline {
         Pipeline {
             stages: vec![
@@ -69,6 +72,7 @@ impl Pipeline {
                     deps.body_timeout,
                 )),
                 Box::new(stages::end_user::ResolveEndUser),
+                Box::new(stages::user_standing::UserStanding::new(deps.enforcement)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),
                 Box::new(stages::local_filters::LocalFilters::new(deps.filters)),
                 Box::new(stages::moderation::Moderate::new(deps.moderator)),

@@ -71,11 +71,15 @@ pub async fn handle(
     let request_id =
         HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("unknown"));
     head.headers = headers::to_client(&head.headers, &request_id);
+    head.headers.extend(ctx.response_headers.drain(..));
     let is_sse = head
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse && may_target_user(&ctx, head.status) {
+        return relay_refusal(&gateway, &ctx, head, upstream_body, recorder).await;
+    }
     let observers = gateway
         .observers
         .iter()
@@ -113,8 +117,63 @@ pub async fn handle(
     )
 }
 
+/// An upstream client error on a request that named an end user: it may be OpenAI
+/// refusing that user.
+fn may_target_user(ctx: &RequestContext, status: http::StatusCode) -> bool {
+    status.is_client_error()
+        && status != http::StatusCode::TOO_MANY_REQUESTS
+        && ctx.safety_identifier.is_some()
+        && ctx.end_user.is_some()
+}
+
+/// Error bodies are small: read it whole, suspend the end user if OpenAI refused them by
+/// their identifier, and pass the error on unchanged.
+async fn relay_refusal(
+    gateway: &Gateway,
+    ctx: &RequestContext,
+    head: http::response::Parts,
+    body: Incoming,
+    recorder: Recorder,
+) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    const MAX_ERROR_BODY: usize = 256 * 1024;
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        http_body_util::Limited::new(body, MAX_ERROR_BODY).collect(),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => return refuse(recorder, &WardenError::UpstreamUnavailable, &ctx.request_id),
+    };
+    if let (Some(sid), Some(key), Some(user)) = (
+        ctx.safety_identifier.as_deref(),
+        ctx.key_name(),
+        ctx.end_user.as_ref(),
+    ) {
+        if let Some(code) = crate::enforcement::upstream_refusal::targets_identifier(
+            head.status.as_u16(),
+            &bytes,
+            sid,
+        ) {
+            gateway
+                .enforcement
+                .upstream_refused(key, &user.id, &ctx.request_id, &code)
+                .await;
+        }
+    }
+    recorder.finish(Outcome::Allowed, None);
+    Response::from_parts(head, ProxyBody::full(bytes))
+}
+
 /// Warden's own answer to a refused or failed request, recorded with its reason.
 fn refuse(mut recorder: Recorder, err: &WardenError, request_id: &str) -> Response<ProxyBody> {
+    if let WardenError::ContentFiltered(block) = err {
+        recorder.note(
+            crate::enforcement::offences::BLOCKED_NOTE,
+            &block.categories.join(","),
+        );
+    }
     let response = err.to_response(request_id);
     recorder.answered(response.status().as_u16(), None);
     let outcome = if response.status().is_server_error() {

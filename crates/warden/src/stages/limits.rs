@@ -61,8 +61,11 @@ impl Limits {
 
         // A tier claim names one of the configured tiers; anything else gets the default.
         let claimed = ctx.user_claims.as_ref().and_then(|c| c.tier.as_deref());
-        let tier_name = claimed
-            .filter(|t| self.config.tiers.contains_key(*t))
+        // A throttled user's lower tier (user_standing) wins over their own.
+        let tier_name = ctx
+            .tier_override
+            .as_deref()
+            .or(claimed.filter(|t| self.config.tiers.contains_key(*t)))
             .or(key_limits.and_then(|k| k.tier.as_deref()))
             .unwrap_or(&self.config.default_tier)
             .to_owned();

@@ -46,5 +46,7 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         limit_ticket: None,
         trail: Vec::new(),
         findings: Vec::new(),
+        tier_override: None,
+        response_headers: Vec::new(),
     }
 }

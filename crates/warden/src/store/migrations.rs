@@ -6,9 +6,10 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// (version, DDL). Append only; never edit an applied step.
-const STEPS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE virtual_keys (
+const STEPS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE virtual_keys (
         name TEXT PRIMARY KEY,
         secret_hash TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -39,7 +40,40 @@ const STEPS: &[(i64, &str)] = &[(
     );
     CREATE INDEX events_at ON events (at_ms);
     CREATE INDEX events_user ON events (key_name, end_user);",
-)];
+    ),
+    (
+        3,
+        // End users Warden has seen (the safety_identifier -> user map OpenAI's notices
+        // need), their standing, and the strikes behind it. Strikes are append-only rows
+        // so replicas adding strikes at once never lose one.
+        "CREATE TABLE end_users (
+        key_name TEXT NOT NULL,
+        end_user TEXT NOT NULL,
+        safety_identifier TEXT NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        strike_weight DOUBLE PRECISION NOT NULL DEFAULT 0,
+        strike_at_ms BIGINT NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'active',
+        status_until_ms BIGINT,
+        status_reason TEXT,
+        updated_ms BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_name, end_user)
+    );
+    CREATE INDEX end_users_sid ON end_users (safety_identifier);
+    CREATE INDEX end_users_updated ON end_users (updated_ms);
+    CREATE TABLE strikes (
+        id {id},
+        key_name TEXT NOT NULL,
+        end_user TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        weight DOUBLE PRECISION NOT NULL,
+        category TEXT NOT NULL,
+        request_id TEXT
+    );
+    CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);",
+    ),
+];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.
 const PG_LOCK_ID: i64 = 0x5741_5244_454e;

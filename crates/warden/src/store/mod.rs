@@ -13,6 +13,9 @@ macro_rules! on_pool {
 }
 
 mod migrations;
+mod users;
+
+pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,73 @@
+//! The operator API under `/admin/v1` on the admin listener: bearer-token protected, JSON
+//! in and out, errors in OpenAI's envelope, every call recorded as an `admin` event.
+
+mod auth;
+mod users;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::gateway::Gateway;
+
+pub use auth::AdminTokens;
+
+/// The API's routes, already behind the token check.
+pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/admin/v1/users", get(users::list))
+        .route("/admin/v1/users/{key}/{user}", get(users::show))
+        .route("/admin/v1/users/{key}/{user}/ban", post(users::ban))
+        .route("/admin/v1/users/{key}/{user}/suspend", post(users::suspend))
+        .route("/admin/v1/users/{key}/{user}/unban", post(users::unban))
+        .route("/admin/v1/users/{key}/{user}/reset", post(users::reset))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway,
+            auth::require_token,
+        ))
+}
+
+/// An error in OpenAI's envelope.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(%err, "admin API call failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "The store could not complete the operation; see Warden's log.",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        (
+            self.status,
+            Json(json!({"error": {"message": self.message, "type": kind, "param": null, "code": self.code}})),
+        )
+            .into_response()
+    }
+}
