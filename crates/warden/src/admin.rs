@@ -18,6 +18,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            crate::notices::receiver::PATH,
+            axum::routing::post(crate::notices::receiver::receive),
+        )
         .merge(crate::admin_api::routes(gateway.clone()))
         .with_state(gateway)
 }

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub events: EventLog,
     pub keys: Arc<KeyRegistry>,
     pub store: Store,
+    /// OpenAI's safety webhooks: receiver state and the case worker.
+    pub notices: Arc<crate::notices::Notices>,
     /// Digests of the tokens the admin API accepts.
     pub admin_tokens: crate::admin_api::AdminTokens,
     /// End-user strikes, suspensions and bans.
@@ -84,6 +86,16 @@ impl Gateway {
                 upstream: upstream.clone(),
             }),
         ));
+        let notices = crate::notices::Notices::new(
+            config.notices.clone(),
+            secrets.notice_secret.as_ref(),
+            secrets.case_key.as_ref(),
+            store.clone(),
+            upstream.clone(),
+            enforcement.clone(),
+            events.clone(),
+        );
+        notices.spawn_worker();
         let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
         limiter.spawn_sweeper();
         let pipeline = Pipeline::standard(StageDeps {
@@ -110,6 +122,7 @@ impl Gateway {
             keys,
             store,
             enforcement,
+            notices,
             admin_tokens: crate::admin_api::AdminTokens::new(
                 config
                     .admin

@@ -19,6 +19,7 @@ pub use auth::AdminTokens;
 /// The API's routes, already behind the token check.
 pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     Router::new()
+        .route("/admin/v1/cases", get(cases))
         .route("/admin/v1/users", get(users::list))
         .route("/admin/v1/users/{key}/{user}", get(users::show))
         .route("/admin/v1/users/{key}/{user}/ban", post(users::ban))
@@ -29,6 +30,25 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
             gateway,
             auth::require_token,
         ))
+}
+
+/// OpenAI safety cases acted on, newest first, and deliveries not acted on yet.
+async fn cases(
+    axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cases = gateway
+        .store
+        .list_cases(500)
+        .await
+        .map_err(ApiError::internal)?;
+    let waiting = gateway
+        .store
+        .unsettled_deliveries(500)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"object": "list", "data": cases, "unsettled_deliveries": waiting}),
+    ))
 }
 
 /// An error in OpenAI's envelope.

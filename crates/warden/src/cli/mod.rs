@@ -2,6 +2,7 @@
 //! job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
+mod cases;
 mod check_config;
 mod demo;
 mod keys;
@@ -52,6 +53,14 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// OpenAI safety cases received through the webhook and what was done.
+    Cases {
+        #[command(subcommand)]
+        command: cases::CasesCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
 }
@@ -74,6 +83,7 @@ pub fn main() -> ExitCode {
             Command::CheckConfig { file } => return check_config::run(&file),
             Command::Keys { command, config } => keys::run(command, config).await,
             Command::Users { command, config } => users::run(command, config).await,
+            Command::Cases { command, config } => cases::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)

@@ -179,3 +179,47 @@ impl Upstream {
         }
     }
 }
+
+impl Upstream {
+    /// A GET Warden makes on its own behalf (e.g. `/safety/cases/{id}`) with `auth` (a
+    /// Bearer value) or the default key; the answer is read whole, up to `max_bytes`,
+    /// within the upstream timeout.
+    pub async fn get_internal(
+        &self,
+        client_path: &str,
+        auth: Option<&HeaderValue>,
+        max_bytes: usize,
+    ) -> Result<(http::StatusCode, Bytes), WardenError> {
+        use http_body_util::BodyExt;
+        let auth = auth
+            .or(self.default_key.as_ref())
+            .ok_or(WardenError::NoUpstreamKey)?;
+        let mut request = Request::builder()
+            .method(http::Method::GET)
+            .uri(self.uri_for(client_path)?)
+            .header(http::header::AUTHORIZATION, auth.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| WardenError::Internal)?;
+        if let Some(org) = &self.organization {
+            request
+                .headers_mut()
+                .insert("openai-organization", org.clone());
+        }
+        let call = async {
+            let response = self.client.request(request).await.map_err(|err| {
+                tracing::warn!(error = %err, path = client_path, "internal upstream GET failed");
+                WardenError::UpstreamUnavailable
+            })?;
+            let status = response.status();
+            let bytes = http_body_util::Limited::new(response.into_body(), max_bytes)
+                .collect()
+                .await
+                .map_err(|_| WardenError::UpstreamUnavailable)?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| WardenError::UpstreamTimeout)?
+    }
+}

@@ -71,7 +71,31 @@ const STEPS: &[(i64, &str)] = &[
         category TEXT NOT NULL,
         request_id TEXT
     );
-    CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);",
+    CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);
+    CREATE TABLE notice_deliveries (
+        webhook_id TEXT PRIMARY KEY,
+        received_ms BIGINT NOT NULL,
+        event_type TEXT NOT NULL,
+        case_id TEXT,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_ms BIGINT NOT NULL,
+        last_error TEXT,
+        done_ms BIGINT
+    );
+    CREATE INDEX notice_deliveries_due ON notice_deliveries (state, next_attempt_ms);
+    CREATE TABLE safety_cases (
+        case_id TEXT PRIMARY KEY,
+        notice_type TEXT NOT NULL,
+        reason TEXT,
+        safety_identifier TEXT,
+        key_name TEXT,
+        end_user TEXT,
+        action TEXT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        acted_ms BIGINT NOT NULL,
+        webhook_id TEXT NOT NULL
+    );",
     ),
 ];
 

@@ -13,8 +13,10 @@ macro_rules! on_pool {
 }
 
 mod migrations;
+mod notices;
 mod users;
 
+pub use notices::{Delivery, SafetyCase};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
 
 use std::path::Path;
