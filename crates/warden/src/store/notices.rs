@@ -75,7 +75,7 @@ impl Store {
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(now_ms).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(|row| delivery_from(row)).collect()
+            rows.iter().map(delivery_from).collect()
         })
     }
 
@@ -150,7 +150,7 @@ impl Store {
         let sql = format!("SELECT {CASE_COLUMNS} FROM safety_cases WHERE case_id = $1");
         on_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(case_id).fetch_optional(pool).await?;
-            row.as_ref().map(|row| case_from(row)).transpose()
+            row.as_ref().map(case_from).transpose()
         })
     }
 
@@ -161,7 +161,7 @@ impl Store {
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(|row| case_from(row)).collect()
+            rows.iter().map(case_from).collect()
         })
     }
 
@@ -173,7 +173,7 @@ impl Store {
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(|row| delivery_from(row)).collect()
+            rows.iter().map(delivery_from).collect()
         })
     }
 }
