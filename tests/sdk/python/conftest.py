@@ -10,6 +10,7 @@ SIGTERM from the kernel if pytest dies (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
@@ -239,6 +240,7 @@ class Gateway:
     key: str  # virtual key of `sdk-app` (end_user = required)
     trusted_key: str  # virtual key of `trusted-svc` (trusted_user_field)
     safety_secret: str
+    webhook_secret: str  # OpenAI webhook signing secret (whsec_…) Warden verifies
     tmpdir: Path
     procs: dict = field(default_factory=dict)
 
@@ -275,6 +277,10 @@ name = "trusted-svc"
 secret_env = "WARDEN_TEST_KEY_TRUSTED"
 end_user = "optional"
 trusted_user_field = true
+
+[openai_notices]
+secret_env = "WARDEN_TEST_WEBHOOK_SECRET"
+warning_suspend_hours = 1
 """
     )
 
@@ -295,6 +301,7 @@ def gw() -> Any:
     key = "wk-sdk-app-" + secrets.token_hex(16)
     trusted_key = "wk-trusted-" + secrets.token_hex(16)
     safety_secret = secrets.token_hex(32)
+    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
     base_env = dict(os.environ)
     base_env.setdefault("RUST_BACKTRACE", "1")
@@ -320,6 +327,7 @@ def gw() -> Any:
             WARDEN_TEST_SAFETY_SECRET=safety_secret,
             WARDEN_TEST_KEY=key,
             WARDEN_TEST_KEY_TRUSTED=trusted_key,
+            WARDEN_TEST_WEBHOOK_SECRET=webhook_secret,
         )
         procs["warden"] = Proc(
             "warden",
@@ -336,6 +344,7 @@ def gw() -> Any:
             key=key,
             trusted_key=trusted_key,
             safety_secret=safety_secret,
+            webhook_secret=webhook_secret,
             tmpdir=tmpdir,
             procs=procs,
         )
