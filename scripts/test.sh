@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Warden has: format and lint checks, the Rust unit and integration tests
 # (real SQLite, real PostgreSQL on 127.0.0.1:5432), and the black-box suites through the
-# official OpenAI Python and Node SDKs. Starts PostgreSQL and Redis if they are down.
+# official OpenAI Python and Node SDKs, and the dashboard in headless Chromium. Starts
+# PostgreSQL and Redis if they are down; installs Chromium (Debian) if it is missing.
 # Exits non-zero when anything fails.
 set -euo pipefail
 
@@ -29,6 +30,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
+
+step "headless Chromium and puppeteer-core for the dashboard test"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  fi
+fi
+command -v chromium >/dev/null || { echo "chromium is not installed (apt-get install chromium)" >&2; exit 1; }
+(cd tests/dashboard && npm ci --no-audit --no-fund --silent)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -23,6 +23,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             axum::routing::post(crate::notices::receiver::receive),
         )
         .merge(crate::admin_api::routes(gateway.clone()))
+        .merge(crate::admin_api::dashboard_routes())
         .with_state(gateway)
 }
 

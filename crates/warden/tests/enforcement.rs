@@ -373,3 +373,65 @@ async fn a_ban_on_one_replica_holds_on_another_within_a_second() {
     let _ = child2.kill();
     let _ = child2.wait();
 }
+
+#[tokio::test]
+async fn a_key_revoked_through_the_admin_api_stops_working() {
+    let w = start(None);
+    let config = w.config_path.to_str().unwrap().to_owned();
+    let name = unique("leaked");
+    let created = w.cli(&[
+        "keys", "create", "--name", &name, "--json", "--config", &config,
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let secret = serde_json::from_slice::<Value>(&created.stdout).unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = || {
+        client()
+            .post(w.url("/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .header("x-warden-user", "u1")
+            .json(&chat("hi"))
+            .send()
+    };
+    eventually_status(call, 200).await;
+    let (status, _) = admin(&w, "POST", &format!("/admin/v1/keys/{name}/revoke"), None).await;
+    assert_eq!(status, 200);
+    eventually_status(call, 401).await;
+    let (status, body) = admin(&w, "POST", "/admin/v1/keys/app/revoke", None).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, keys) = admin(&w, "GET", "/admin/v1/keys", None).await;
+    let listed = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["revoked"], true);
+    assert!(listed["requests"].as_i64().unwrap() >= 1);
+}
+
+async fn eventually_status<F, Fut>(call: F, want: u16)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = call().await.unwrap().status().as_u16();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wanted {want}, still {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

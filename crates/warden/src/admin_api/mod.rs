@@ -2,6 +2,7 @@
 //! in and out, errors in OpenAI's envelope, every call recorded as an `admin` event.
 
 mod auth;
+mod overview;
 mod users;
 
 use std::sync::Arc;
@@ -16,10 +17,36 @@ use crate::gateway::Gateway;
 
 pub use auth::AdminTokens;
 
+/// The dashboard: one self-contained page (no CDN); it asks for the admin token and
+/// calls the API below with it.
+pub fn dashboard_routes() -> Router<Arc<Gateway>> {
+    Router::new().route("/dashboard", get(dashboard)).route(
+        "/",
+        get(|| async { axum::response::Redirect::temporary("/dashboard") }),
+    )
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+}
+
 /// The API's routes, already behind the token check.
 pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     Router::new()
         .route("/admin/v1/cases", get(cases))
+        .route("/admin/v1/summary", get(overview::summary))
+        .route("/admin/v1/events", get(overview::events))
+        .route("/admin/v1/keys", get(overview::keys))
+        .route("/admin/v1/keys/{name}/revoke", post(overview::revoke_key))
         .route("/admin/v1/users", get(users::list))
         .route("/admin/v1/users/{key}/{user}", get(users::show))
         .route("/admin/v1/users/{key}/{user}/ban", post(users::ban))

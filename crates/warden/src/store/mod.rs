@@ -14,9 +14,11 @@ macro_rules! on_pool {
 
 mod migrations;
 mod notices;
+mod overview;
 mod users;
 
 pub use notices::{Delivery, SafetyCase};
+pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
 
 use std::path::Path;
