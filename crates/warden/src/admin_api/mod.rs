@@ -118,3 +118,41 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Every admin route in this file appears in the OpenAPI document, and nothing else.
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../docs/admin-api.openapi.json")).unwrap();
+        let documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let source = include_str!("mod.rs");
+        let routed: Vec<&str> = source
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|path| path.starts_with("/admin/v1"))
+            .collect();
+        assert!(
+            routed.len() >= 10,
+            "routes not found in the source: {routed:?}"
+        );
+        for path in &routed {
+            assert!(
+                documented.contains(path),
+                "{path} is routed but not documented"
+            );
+        }
+        for path in documented.iter().filter(|p| p.starts_with("/admin/v1")) {
+            assert!(routed.contains(path), "{path} is documented but not routed");
+        }
+    }
+}
