@@ -60,6 +60,18 @@ impl Endpoint {
     }
 
     /// Low-cardinality label for events and metrics.
+    /// Every endpoint's label, as keys' scopes and limits name them.
+    pub const LABELS: &'static [&'static str] = &[
+        "chat.completions",
+        "responses",
+        "completions",
+        "embeddings",
+        "moderations",
+        "images.generations",
+        "models",
+        "models.retrieve",
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat.completions",

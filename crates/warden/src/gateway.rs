@@ -212,6 +212,7 @@ fn declared_keys(config: &Config, secrets: &Secrets) -> Result<Vec<DeclaredKey>,
                 jwt,
                 upstream_key: secret.upstream.as_ref().and_then(|s| bearer(s.expose())),
                 openai_project: key.openai_project.as_deref().and_then(|p| p.parse().ok()),
+                scope: None,
             }),
         ));
     }

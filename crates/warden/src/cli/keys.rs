@@ -22,6 +22,26 @@ pub enum KeysCommand {
         /// Let the body's `user` / `safety_identifier` name the end user.
         #[arg(long)]
         trusted_user_field: bool,
+        /// The key stops working this many hours after creation.
+        #[arg(long)]
+        expires_in_hours: Option<f64>,
+        /// Models it may use, comma-separated (`gpt-4o*` matches a prefix).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Endpoints it may use, comma-separated: chat.completions, responses,
+        /// completions, embeddings, moderations, images.generations, models,
+        /// models.retrieve.
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a key a new secret (printed once); the old one keeps working for the overlap.
+    Rotate {
+        name: String,
+        /// Hours the old secret stays valid, so clients can move over without errors.
+        #[arg(long, default_value_t = 24.0)]
+        overlap_hours: f64,
         #[arg(long)]
         json: bool,
     },
@@ -42,8 +62,26 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
             name,
             end_user,
             trusted_user_field,
+            expires_in_hours,
+            models,
+            endpoints,
             json,
         } => {
+            if let Some(h) = expires_in_hours {
+                if !(h.is_finite() && h > 0.0) {
+                    anyhow::bail!("--expires-in-hours must be a positive number");
+                }
+            }
+            if let Some(unknown) = endpoints
+                .iter()
+                .flatten()
+                .find(|e| !crate::endpoint::Endpoint::LABELS.contains(&e.as_str()))
+            {
+                anyhow::bail!(
+                    "unknown endpoint '{unknown}' (known: {})",
+                    crate::endpoint::Endpoint::LABELS.join(", ")
+                );
+            }
             if config.keys.iter().any(|k| k.name == name) {
                 anyhow::bail!("'{name}' is declared in the config file; choose another name");
             }
@@ -65,6 +103,11 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                 trusted_user_field,
                 created_at: now_ms() / 1000,
                 revoked_at: None,
+                expires_at: expires_in_hours.map(|h| now_ms() / 1000 + (h * 3600.0) as i64),
+                allowed_models: models,
+                allowed_endpoints: endpoints,
+                previous_hash: None,
+                previous_until: None,
             };
             store.insert_key(&key).await?;
             if json {
@@ -86,7 +129,9 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                         serde_json::json!({
                             "name": k.name, "prefix": k.prefix, "end_user": k.end_user.as_str(),
                             "trusted_user_field": k.trusted_user_field, "created_at": k.created_at,
-                            "revoked_at": k.revoked_at, "origin": "store",
+                            "revoked_at": k.revoked_at, "origin": "store", "expires_at": k.expires_at,
+                            "allowed_models": k.allowed_models, "allowed_endpoints": k.allowed_endpoints,
+                            "previous_valid_until": k.previous_until,
                         })
                     })
                     .chain(config.keys.iter().map(|k| {
@@ -113,8 +158,11 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                     );
                 }
                 for k in &keys {
+                    let expired = k.expires_at.is_some_and(|at| at <= now_ms() / 1000);
                     let status = if k.revoked_at.is_some() {
                         "revoked"
+                    } else if expired {
+                        "expired"
                     } else {
                         "active"
                     };
@@ -127,6 +175,44 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                         "store"
                     );
                 }
+            }
+        }
+        KeysCommand::Rotate {
+            name,
+            overlap_hours,
+            json,
+        } => {
+            if !(overlap_hours.is_finite() && overlap_hours >= 0.0) {
+                anyhow::bail!("--overlap-hours must be a number >= 0");
+            }
+            if config.keys.iter().any(|k| k.name == name) {
+                anyhow::bail!("'{name}' is declared in the config file: rotate its secret where the config's secret_env comes from");
+            }
+            let secret =
+                generate_secret().map_err(|_| anyhow::anyhow!("no system randomness available"))?;
+            let until = now_ms() / 1000 + (overlap_hours * 3600.0) as i64;
+            let rotated = store
+                .rotate_key(
+                    &name,
+                    &hash_secret(secret.expose()),
+                    &display_prefix(secret.expose()),
+                    until,
+                )
+                .await?;
+            if !rotated {
+                anyhow::bail!("no active key named '{name}' (see `warden keys list`)");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "name": name, "secret": secret.expose(), "previous_valid_until": until })
+                );
+            } else {
+                eprintln!(
+                    "Rotated '{name}'. The old secret works until {}. Store the new one now; it cannot be shown again:",
+                    crate::enforcement::format_ms(until * 1000)
+                );
+                println!("{}", secret.expose());
             }
         }
         KeysCommand::Revoke { name } => {

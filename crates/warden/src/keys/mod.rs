@@ -34,6 +34,15 @@ pub struct VirtualKey {
     /// This key's own upstream key; `None` uses the default one.
     pub upstream_key: Option<http::HeaderValue>,
     pub openai_project: Option<http::HeaderValue>,
+    /// What a store key may be used for; `None`: no restriction beyond `[limits]`.
+    pub scope: Option<KeyScope>,
+}
+
+/// Models (exact or `prefix*`) and endpoint labels a key is limited to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyScope {
+    pub models: Option<Vec<String>>,
+    pub endpoints: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for VirtualKey {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{hash_secret, KeyOrigin, SecretHash, VirtualKey};
+use super::{hash_secret, KeyOrigin, KeyScope, SecretHash, VirtualKey};
 use crate::store::StoredKey;
 
 /// A key from the config file, with the hash of its Bearer value if it has one.
@@ -63,22 +63,39 @@ impl KeyRegistry {
                 table.insert(*hash, key.clone());
             }
         }
+        let now = crate::events::now_ms() / 1000;
         for key in stored {
-            if key.revoked_at.is_some() || self.declared.iter().any(|(_, d)| d.name == key.name) {
+            let expired = key.expires_at.is_some_and(|at| at <= now);
+            if key.revoked_at.is_some()
+                || expired
+                || self.declared.iter().any(|(_, d)| d.name == key.name)
+            {
                 continue;
             }
-            table.insert(
-                key.secret_hash,
-                Arc::new(VirtualKey {
-                    name: key.name.clone(),
-                    origin: KeyOrigin::Store,
-                    end_user: key.end_user,
-                    trusted_user_field: key.trusted_user_field,
-                    jwt: None,
-                    upstream_key: None,
-                    openai_project: None,
-                }),
-            );
+            let scope =
+                (key.allowed_models.is_some() || key.allowed_endpoints.is_some()).then(|| {
+                    KeyScope {
+                        models: key.allowed_models.clone(),
+                        endpoints: key.allowed_endpoints.clone(),
+                    }
+                });
+            let live = Arc::new(VirtualKey {
+                name: key.name.clone(),
+                origin: KeyOrigin::Store,
+                end_user: key.end_user,
+                trusted_user_field: key.trusted_user_field,
+                jwt: None,
+                upstream_key: None,
+                openai_project: None,
+                scope,
+            });
+            // A rotated key's old secret works until its overlap ends.
+            if let (Some(previous), Some(until)) = (key.previous_hash, key.previous_until) {
+                if until > now {
+                    table.insert(previous, live.clone());
+                }
+            }
+            table.insert(key.secret_hash, live);
         }
         self.by_hash.store(Arc::new(table));
     }
@@ -98,6 +115,11 @@ mod tests {
             trusted_user_field: false,
             created_at: 0,
             revoked_at: revoked.then_some(1),
+            expires_at: None,
+            allowed_models: None,
+            allowed_endpoints: None,
+            previous_hash: None,
+            previous_until: None,
         }
     }
 
@@ -112,6 +134,7 @@ mod tests {
                 jwt: None,
                 upstream_key: None,
                 openai_project: None,
+                scope: None,
             }),
         )
     }

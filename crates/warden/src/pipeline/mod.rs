@@ -48,6 +48,8 @@ impl Pipeline {
     ///    serve browsers and phones directly. Before anything reads the body.
     /// 2. `read_body` — reads the body within `max_body_bytes` and the body timeout,
     ///    parses the JSON once, and checks the type of every field Warden reads.
+    ///    `key_scope` — a store key's models and endpoints (403), once the body named the
+    ///    model.
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
     /// 4. `user_standing` — banned and suspended end users are refused (403) before any
@@ -71,6 +73,7 @@ impl Pipeline {
                     deps.max_body_bytes,
                     deps.body_timeout,
                 )),
+                Box::new(stages::key_scope::KeyScopeCheck),
                 Box::new(stages::end_user::ResolveEndUser),
                 Box::new(stages::user_standing::UserStanding::new(deps.enforcement)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),

@@ -2,6 +2,7 @@
 
 pub mod authenticate;
 pub mod end_user;
+pub mod key_scope;
 pub mod limits;
 pub mod local_filters;
 pub mod moderation;

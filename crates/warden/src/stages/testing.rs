@@ -21,6 +21,7 @@ pub fn key(name: &str, end_user: EndUserPolicy, trusted_user_field: bool) -> Arc
         jwt: None,
         upstream_key: None,
         openai_project: None,
+        scope: None,
     })
 }
 

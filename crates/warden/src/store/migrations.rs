@@ -95,7 +95,12 @@ const STEPS: &[(i64, &str)] = &[
         received_ms BIGINT NOT NULL,
         acted_ms BIGINT NOT NULL,
         webhook_id TEXT NOT NULL
-    );",
+    );
+    ALTER TABLE virtual_keys ADD COLUMN expires_at BIGINT;
+    ALTER TABLE virtual_keys ADD COLUMN allowed_models TEXT;
+    ALTER TABLE virtual_keys ADD COLUMN allowed_endpoints TEXT;
+    ALTER TABLE virtual_keys ADD COLUMN previous_hash TEXT;
+    ALTER TABLE virtual_keys ADD COLUMN previous_until BIGINT;",
     ),
 ];
 

@@ -60,6 +60,14 @@ pub struct StoredKey {
     pub trusted_user_field: bool,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Unix seconds after which the key stops working.
+    pub expires_at: Option<i64>,
+    /// Model patterns (`prefix*` allowed) and endpoint labels the key may use.
+    pub allowed_models: Option<Vec<String>>,
+    pub allowed_endpoints: Option<Vec<String>>,
+    /// The secret a rotation replaced, still accepted until `previous_until`.
+    pub previous_hash: Option<SecretHash>,
+    pub previous_until: Option<i64>,
 }
 
 impl Store {
@@ -103,8 +111,8 @@ impl Store {
     }
 
     pub async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        let sql = "INSERT INTO virtual_keys (name, secret_hash, prefix, end_user, trusted_user_field, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6)";
+        let sql = "INSERT INTO virtual_keys (name, secret_hash, prefix, end_user, trusted_user_field, created_at, \
+                   expires_at, allowed_models, allowed_endpoints) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         let result = on_pool!(self, pool => sqlx::query(sql)
             .bind(&key.name)
             .bind(hash_hex(&key.secret_hash))
@@ -112,6 +120,9 @@ impl Store {
             .bind(key.end_user.as_str())
             .bind(key.trusted_user_field)
             .bind(key.created_at)
+            .bind(key.expires_at)
+            .bind(key.allowed_models.as_ref().map(|m| m.join(",")))
+            .bind(key.allowed_endpoints.as_ref().map(|e| e.join(",")))
             .execute(pool)
             .await
             .map(|_| ()));
@@ -126,7 +137,8 @@ impl Store {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let sql = "SELECT name, secret_hash, prefix, end_user, trusted_user_field, created_at, revoked_at \
+        let sql = "SELECT name, secret_hash, prefix, end_user, trusted_user_field, created_at, revoked_at, \
+                   expires_at, allowed_models, allowed_endpoints, previous_hash, previous_until \
                    FROM virtual_keys ORDER BY created_at, name";
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).fetch_all(pool).await?;
@@ -144,6 +156,14 @@ impl Store {
                         trusted_user_field: row.try_get("trusted_user_field")?,
                         created_at: row.try_get("created_at")?,
                         revoked_at: row.try_get("revoked_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                        allowed_models: list(row.try_get("allowed_models")?),
+                        allowed_endpoints: list(row.try_get("allowed_endpoints")?),
+                        previous_hash: row
+                            .try_get::<Option<String>, _>("previous_hash")?
+                            .as_deref()
+                            .and_then(parse_hash_hex),
+                        previous_until: row.try_get("previous_until")?,
                     })
                 })
                 .collect()
@@ -154,6 +174,28 @@ impl Store {
     pub async fn revoke_key(&self, name: &str, at: i64) -> Result<bool, StoreError> {
         let sql = "UPDATE virtual_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL";
         let done = on_pool!(self, pool => sqlx::query(sql).bind(at).bind(name).execute(pool).await?.rows_affected());
+        Ok(done > 0)
+    }
+
+    /// Gives a key a new secret; the old one keeps working until `previous_until` (unix
+    /// seconds). `false` when no active key has that name.
+    pub async fn rotate_key(
+        &self,
+        name: &str,
+        new_hash: &SecretHash,
+        new_prefix: &str,
+        previous_until: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE virtual_keys SET previous_hash = secret_hash, previous_until = $1, \
+                   secret_hash = $2, prefix = $3 WHERE name = $4 AND revoked_at IS NULL";
+        let done = on_pool!(self, pool => sqlx::query(sql)
+            .bind(previous_until)
+            .bind(hash_hex(new_hash))
+            .bind(new_prefix)
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(done > 0)
     }
 
@@ -210,6 +252,16 @@ impl Store {
             Ok(row.try_get::<i64, _>("n")?)
         })
     }
+}
+
+/// A comma-separated column as a list; `None` when unset.
+fn list(text: Option<String>) -> Option<Vec<String>> {
+    text.map(|t| {
+        t.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 async fn open_sqlite(path: Option<&Path>) -> Result<SqlitePool, sqlx::Error> {

@@ -22,6 +22,11 @@ fn key(name: &str) -> StoredKey {
         trusted_user_field: true,
         created_at: 1_700_000_000,
         revoked_at: None,
+        expires_at: None,
+        allowed_models: Some(vec!["gpt-4o*".into()]),
+        allowed_endpoints: None,
+        previous_hash: None,
+        previous_until: None,
     }
 }
 
