@@ -5,7 +5,8 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-/// (version, DDL). Append only; never edit an applied step.
+/// (version, DDL). Append only; never edit an applied step. Steps do not depend on each
+/// other's order beyond 1 coming first, so each is applied once whatever else was applied.
 const STEPS: &[(i64, &str)] = &[
     (
         1,
@@ -71,8 +72,13 @@ const STEPS: &[(i64, &str)] = &[
         category TEXT NOT NULL,
         request_id TEXT
     );
-    CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);
-    CREATE TABLE notice_deliveries (
+    CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);",
+    ),
+    (
+        6,
+        // OpenAI's safety notices (the delivery queue and the cases acted on) and the
+        // virtual-key lifecycle (expiry, scopes, rotation overlap).
+        "CREATE TABLE notice_deliveries (
         webhook_id TEXT PRIMARY KEY,
         received_ms BIGINT NOT NULL,
         event_type TEXT NOT NULL,
@@ -124,11 +130,14 @@ pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT PRIMARY KEY)")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT MAX(version) AS v FROM warden_schema")
-            .fetch_one(&mut *tx)
-            .await?;
-        let applied = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0);
-        for (version, ddl) in STEPS.iter().filter(|s| s.0 > applied) {
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM warden_schema")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        // Each step once, whatever else a database already has (steps are independent).
+        for (version, ddl) in STEPS.iter().filter(|s| !applied.contains(&s.0)) {
             sqlx::raw_sql(&ddl.replace("{id}", id_column))
                 .execute(&mut *tx)
                 .await?;
