@@ -23,13 +23,20 @@ impl Jailbreak {
     }
 }
 
-/// Families of the structural cues, interned once.
+/// Families of the structural cues, interned once, and the learned phrasing model.
 pub struct Structural {
     invisible: Arc<str>,
     homoglyph: Arc<str>,
     encoded: Arc<str>,
     suffix: Arc<str>,
+    phrasing: Arc<str>,
+    learned: Option<super::learned::LinearModel>,
 }
+
+/// The learned cue counts only above even odds, rising to `LEARNED_MAX` at certainty, so
+/// it confirms rather than replaces the rules.
+const LEARNED_FLOOR: f32 = 0.5;
+const LEARNED_MAX: f32 = 0.95;
 
 impl Default for Structural {
     fn default() -> Self {
@@ -38,6 +45,8 @@ impl Default for Structural {
             homoglyph: Arc::from("homoglyph_obfuscation"),
             encoded: Arc::from("encoded_payload"),
             suffix: Arc::from("adversarial_suffix"),
+            phrasing: Arc::from("learned_phrasing"),
+            learned: super::learned::LinearModel::embedded(),
         }
     }
 }
@@ -65,6 +74,15 @@ impl Structural {
         }
         if adversarial_suffix(folded) {
             out.add(&self.suffix, 0.7);
+        }
+        if let Some(model) = &self.learned {
+            let p = model.probability(folded);
+            if p > LEARNED_FLOOR {
+                out.add(
+                    &self.phrasing,
+                    (p - LEARNED_FLOOR) / (1.0 - LEARNED_FLOOR) * LEARNED_MAX,
+                );
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod checks;
 mod jailbreak;
+pub mod learned;
 mod literals;
 pub mod normalize;
 pub mod rules;
