@@ -68,6 +68,16 @@ pub enum WardenError {
     EndpointNotAllowed { endpoint: &'static str, key: String },
     #[error("internal error")]
     Internal,
+    /// The client IP is in a refused country (`None`: the database could not place it
+    /// and `geo.unknown = "block"`).
+    #[error("unsupported country")]
+    UnsupportedCountry { country: Option<String> },
+    /// Lockdown mode refuses this request's tier (or a request naming no end user).
+    #[error("refused during lockdown")]
+    Lockdown { tier: Option<String> },
+    /// The abuse detector throttles this key or end user (distillation).
+    #[error("throttled for abuse")]
+    AbuseThrottled { retry_after: std::time::Duration },
 }
 
 impl WardenError {
@@ -96,6 +106,8 @@ impl WardenError {
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            UnsupportedCountry { .. } | Lockdown { .. } => StatusCode::FORBIDDEN,
+            AbuseThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -127,6 +139,9 @@ impl WardenError {
             ModelNotAllowed { .. } => "model_not_allowed",
             EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Internal => "internal_error",
+            UnsupportedCountry { .. } => "unsupported_country_region_territory",
+            Lockdown { .. } => "lockdown",
+            AbuseThrottled { .. } => "abuse_throttled",
         }
     }
 
@@ -140,6 +155,9 @@ impl WardenError {
             | ModerationUnavailable(_) => "server_error",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
+            // What OpenAI itself sends for unsupported regions.
+            UnsupportedCountry { .. } | Lockdown { .. } => "request_forbidden",
+            AbuseThrottled { .. } => "requests",
             _ => "invalid_request_error",
         }
     }
@@ -199,6 +217,18 @@ impl WardenError {
             EndpointNotAllowed { endpoint, key } => format!("The key '{key}' is not allowed to use the {endpoint} endpoint."),
             ContentFiltered(block) => block.message(),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
+            UnsupportedCountry { country: Some(country) } => format!(
+                "Country, region, or territory not supported: requests from {country} are refused by this service's geo policy."
+            ),
+            UnsupportedCountry { country: None } => "Country, region, or territory not supported: the client's location could not be determined and this service refuses unknown locations.".into(),
+            Lockdown { tier: Some(tier) } => format!(
+                "This service is in lockdown: requests from end users of the '{tier}' tier are refused until the operator lifts it."
+            ),
+            Lockdown { tier: None } => "This service is in lockdown: requests that name no end user are refused until the operator lifts it.".into(),
+            AbuseThrottled { retry_after } => format!(
+                "Requests from this key or end user are throttled after automated-harvesting patterns were detected. Please try again in {}.",
+                crate::limits::refusal::wait_text(*retry_after)
+            ),
         }
     }
 
@@ -206,6 +236,12 @@ impl WardenError {
     pub fn headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         match self {
             WardenError::RateLimited(refusal) => refusal.headers(),
+            WardenError::AbuseThrottled { retry_after } => {
+                let secs = retry_after.as_secs().max(1).to_string();
+                HeaderValue::from_str(&secs)
+                    .map(|v| vec![(header::RETRY_AFTER, v)])
+                    .unwrap_or_default()
+            }
             _ => Vec::new(),
         }
     }

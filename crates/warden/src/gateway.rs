@@ -37,6 +37,12 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     /// Response watchers, in the order they see frames.
     pub observers: Vec<Box<dyn ObserverFactory>>,
+    /// Live abuse detection and the account risk score.
+    pub abuse: crate::abuse::Abuse,
+    /// Webhook alerts; anything may `raise` one without waiting.
+    pub alerts: crate::alerts::Alerts,
+    /// Lockdown mode: `is_on()` is one atomic load.
+    pub lockdown: crate::lockdown::Lockdown,
 }
 
 impl Gateway {
@@ -82,6 +88,21 @@ impl Gateway {
         ));
         let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
         limiter.spawn_sweeper();
+        let geo = match &config.geo.database {
+            Some(path) => Some(Arc::new(crate::geo::GeoDb::open(path)?)),
+            None => None,
+        };
+        let alerts = crate::alerts::Alerts::start(&config.alerts)?;
+        let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
+        // The state is read once before serving, so a restart during lockdown stays locked.
+        lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &moderator);
+        lockdown.spawn_poller(store.clone(), limiter.clone(), moderator.clone());
+        let abuse = crate::abuse::Abuse::start(
+            config.abuse.clone(),
+            alerts.clone(),
+            lockdown.clone(),
+            store.clone(),
+        );
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             safety_ids,
@@ -94,6 +115,10 @@ impl Gateway {
             ),
             limits: Arc::new(config.limits.clone()),
             limiter: limiter.clone(),
+            geo,
+            geo_config: config.geo.clone(),
+            lockdown: lockdown.clone(),
+            abuse: abuse.clone(),
         });
         Ok(Gateway {
             metrics,
@@ -105,7 +130,13 @@ impl Gateway {
             keys,
             store,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            observers: vec![Box::new(crate::limits::usage::UsageObservers)],
+            observers: vec![
+                Box::new(crate::limits::usage::UsageObservers),
+                Box::new(crate::abuse::output::OutputObservers(abuse.clone())),
+            ],
+            abuse,
+            alerts,
+            lockdown,
         })
     }
 

@@ -2,17 +2,21 @@
 //! good standing. The binary (`main.rs`) only parses the command line; everything else
 //! lives here so tests can build the whole gateway in-process.
 
+pub mod abuse;
 pub mod admin;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod geo;
 pub mod identity;
 pub mod json_body;
 pub mod keys;
 pub mod limits;
+pub mod lockdown;
 pub mod pipeline;
 pub mod proxy;
 pub mod safety;

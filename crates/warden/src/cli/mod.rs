@@ -1,10 +1,11 @@
-//! The command line: `serve`, `check-config`, `keys`, `demo`. Printing is this module's
+//! The command line: `serve`, `check-config`, `keys`, `demo`, `lockdown`. Printing is this module's
 //! job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
 mod check_config;
 mod demo;
 mod keys;
+mod lockdown;
 mod serve;
 
 use std::path::PathBuf;
@@ -43,6 +44,14 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Lockdown mode: on, off, or status (shared by every gateway using the store).
+    Lockdown {
+        #[command(subcommand)]
+        command: lockdown::LockdownCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
 }
@@ -65,6 +74,7 @@ pub fn main() -> ExitCode {
             Command::CheckConfig { file } => return check_config::run(&file),
             Command::Keys { command, config } => keys::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Lockdown { command, config } => lockdown::run(command, config).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

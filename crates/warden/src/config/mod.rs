@@ -1,9 +1,13 @@
 //! Configuration: the raw TOML is read, then validated into types that cannot hold an
 //! invalid state. Every problem is reported at once, with its key path.
 
+pub mod abuse;
+pub mod alerts;
 pub mod env;
 pub mod filters;
+pub mod geo;
 pub mod limits;
+pub mod lockdown;
 pub mod moderation;
 pub mod problems;
 pub mod raw;
@@ -40,6 +44,10 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub limits: limits::LimitsConfig,
     pub cluster: limits::ClusterConfig,
+    pub geo: geo::GeoConfig,
+    pub abuse: abuse::AbuseConfig,
+    pub alerts: alerts::AlertsConfig,
+    pub lockdown: lockdown::LockdownConfig,
 }
 
 /// `[safety]`: content safety policy.

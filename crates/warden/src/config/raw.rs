@@ -98,12 +98,18 @@ pub struct RawConfig {
     /// `[limits]` and `[cluster]`, read in `config/limits.rs`.
     pub limits: Option<toml::Value>,
     pub cluster: Option<toml::Value>,
+    /// `[geo]`, `[abuse]`, `[alerts]`, `[lockdown]`, each read in its own `config/` file.
+    pub geo: Option<toml::Value>,
+    pub abuse: Option<toml::Value>,
+    pub alerts: Option<toml::Value>,
+    pub lockdown: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
 
 const SECTIONS: &[&str] = &[
     "server", "upstream", "storage", "identity", "log", "keys", "safety", "limits", "cluster",
+    "geo", "abuse", "alerts", "lockdown",
 ];
 
 impl RawConfig {
@@ -130,6 +136,10 @@ impl RawConfig {
                 "keys" => raw.keys = read_keys(value, problems),
                 "limits" => raw.limits = Some(value.clone()),
                 "cluster" => raw.cluster = Some(value.clone()),
+                "geo" => raw.geo = Some(value.clone()),
+                "abuse" => raw.abuse = Some(value.clone()),
+                "alerts" => raw.alerts = Some(value.clone()),
+                "lockdown" => raw.lockdown = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

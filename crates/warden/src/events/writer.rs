@@ -189,6 +189,7 @@ mod tests {
             latency_us: 0,
             upstream_us: None,
             detail: None,
+            country: None,
         }
     }
 

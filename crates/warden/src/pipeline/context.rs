@@ -63,6 +63,8 @@ pub struct RequestContext {
     pub limit_ticket: Option<std::sync::Arc<crate::limits::Ticket>>,
     pub trail: Vec<StageRecord>,
     pub findings: Vec<Finding>,
+    /// The client IP's country (`network_policy` stage), when a geo database places it.
+    pub country: Option<crate::geo::Country>,
 }
 
 impl RequestContext {
@@ -95,6 +97,7 @@ impl RequestContext {
             limit_ticket: None,
             trail: Vec::with_capacity(8),
             findings: Vec::new(),
+            country: None,
         }
     }
 

@@ -39,6 +39,11 @@ pub struct StageDeps {
     pub limiter: crate::limits::Limiter,
     pub moderator: Arc<crate::safety::moderation::Moderator>,
     pub filters: Arc<crate::safety::filters::Scanner>,
+    /// The country database (`[geo] database`), when configured.
+    pub geo: Option<Arc<crate::geo::GeoDb>>,
+    pub geo_config: crate::config::geo::GeoConfig,
+    pub lockdown: crate::lockdown::Lockdown,
+    pub abuse: crate::abuse::Abuse,
 }
 
 impl Pipeline {
@@ -49,17 +54,22 @@ impl Pipeline {
     ///    parses the JSON once, and checks the type of every field Warden reads.
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
-    /// 4. `limits` — volume before content, cheapest refusal first: the key's allowed
+    /// 4. `network_policy` — the client IP's country against `[geo]` (403
+    ///    `unsupported_country_region_territory`), and lockdown's refusal of untrusted
+    ///    tiers (403 `lockdown`). Before limits, so refused traffic spends no budget.
+    /// 5. `abuse_gate` — keys and end users the abuse analyzer throttles (429
+    ///    `abuse_throttled`).
+    /// 6. `limits` — volume before content, cheapest refusal first: the key's allowed
     ///    endpoints and models, `n` and output caps, prompt tokens against the per-request
     ///    cap, then rate/token/in-flight limits of organization, key, end user (by tier)
     ///    and client IP (one Redis round trip when shared). 429 with OpenAI's headers.
-    /// 5. `local_filters` — no network: jailbreak score, secrets and PII rules over every
+    /// 7. `local_filters` — no network: jailbreak score, secrets and PII rules over every
     ///    user text; blocks (400 `content_filter`), redacts secrets in place, records flags.
     ///    Before `moderation`, so the endpoint only sees what local filters let through.
-    /// 6. `moderation` — the Moderation endpoint on what the content-hash cache has not
+    /// 8. `moderation` — the Moderation endpoint on what the content-hash cache has not
     ///    seen; per-category policy; 400 `content_filter` on a block, 503 when the
     ///    endpoint fails and the key's `on_error` is `block`.
-    /// 7. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
+    /// 9. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
     pub fn standard(deps: StageDeps) -> Pipeline {
         Pipeline {
             stages: vec![
@@ -69,6 +79,13 @@ impl Pipeline {
                     deps.body_timeout,
                 )),
                 Box::new(stages::end_user::ResolveEndUser),
+                Box::new(stages::network_policy::NetworkPolicy::new(
+                    deps.geo,
+                    &deps.geo_config,
+                    deps.lockdown,
+                    deps.limits.clone(),
+                )),
+                Box::new(stages::abuse_gate::AbuseGate::new(deps.abuse)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),
                 Box::new(stages::local_filters::LocalFilters::new(deps.filters)),
                 Box::new(stages::moderation::Moderate::new(deps.moderator)),
