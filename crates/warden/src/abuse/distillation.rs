@@ -36,9 +36,12 @@ struct Sample {
 pub struct Distillation {
     samples: VecDeque<Sample>,
     outputs: VecDeque<(i64, bool)>,
-    /// Requests in the window (samples only keep the last `MAX_SAMPLES`).
-    volume: VecDeque<i64>,
+    /// Requests in the window per minute, oldest first (samples only keep the last
+    /// `MAX_SAMPLES`): at most one entry per minute of the window, whatever the volume.
+    volume: VecDeque<(i64, u64)>,
 }
+
+const MINUTE_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DistillationScore {
@@ -71,11 +74,15 @@ impl Distillation {
             fingerprint,
             shape,
         });
-        // Volume counts every request of the window, capped to bound memory.
-        if self.volume.len() >= 100_000 {
-            self.volume.pop_front();
+        let minute = at_ms.div_euclid(MINUTE_MS);
+        match self.volume.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => self.volume.push_back((minute, 1)),
         }
-        self.volume.push_back(at_ms);
+    }
+
+    fn requests(&self) -> u64 {
+        self.volume.iter().map(|(_, n)| n).sum()
     }
 
     pub fn record_output(&mut self, at_ms: i64, tokens: u64, window_ms: i64) {
@@ -95,28 +102,28 @@ impl Distillation {
         while self.outputs.front().is_some_and(|o| o.0 <= cutoff) {
             self.outputs.pop_front();
         }
-        while self.volume.front().is_some_and(|at| *at <= cutoff) {
+        // A minute counts while any of it is inside the window.
+        while self
+            .volume
+            .front()
+            .is_some_and(|(m, _)| (m + 1) * MINUTE_MS <= cutoff)
+        {
             self.volume.pop_front();
         }
-    }
-
-    pub fn is_idle(&self, now_ms: i64, window_ms: i64) -> bool {
-        self.volume
-            .back()
-            .is_none_or(|at| *at <= now_ms - window_ms)
     }
 
     /// The score over the window; `None` until the actor sent `min_requests`.
     pub fn score(&mut self, now_ms: i64, w: &Window) -> Option<DistillationScore> {
         self.forget(now_ms, w.window_ms);
         let n = self.samples.len();
-        if (self.volume.len() as u64) < w.min_requests || n == 0 {
+        let requests = self.requests();
+        if requests < w.min_requests || n == 0 {
             return None;
         }
         let share = |f: &dyn Fn(&Sample) -> bool| {
             self.samples.iter().filter(|s| f(s)).count() as f64 / n as f64
         };
-        let volume = (self.volume.len() as f64 / w.volume as f64).min(1.0);
+        let volume = (requests as f64 / w.volume as f64).min(1.0);
         let templated = share(&|s| s.near_duplicate);
         let structured = share(&|s| s.shape.structured);
         let choices = share(&|s| s.shape.many_choices);
@@ -138,7 +145,7 @@ impl Distillation {
         add(
             W_VOLUME,
             volume,
-            format!("{} requests in the window", self.volume.len()),
+            format!("{requests} requests in the window"),
         );
         add(
             W_TEMPLATED,
@@ -173,7 +180,7 @@ impl Distillation {
         );
         Some(DistillationScore {
             score: total.round().clamp(0.0, 100.0) as u8,
-            requests: self.volume.len(),
+            requests: requests as usize,
             reasons,
         })
     }
@@ -239,6 +246,6 @@ mod tests {
         assert!(d.score(20, &W).is_none());
         d.record(20, None, Shape::default(), &W);
         assert!(d.score(21, &W).is_some());
-        assert!(d.score(4_000_000, &W).is_none());
+        assert!(d.score(3_700_000, &W).is_none());
     }
 }

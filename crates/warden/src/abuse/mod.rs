@@ -134,8 +134,10 @@ impl Abuse {
     }
 
     /// Called once per request after the pipeline ran (allowed or refused).
+    /// Requests without a valid key are not counted: they never reach OpenAI and say
+    /// nothing about the account's users.
     pub fn observe(&self, ctx: &RequestContext, refused: Option<&WardenError>) {
-        if self.tx.is_some() {
+        if self.tx.is_some() && ctx.key.is_some() {
             self.send(Message::Request(Box::new(Observation::of(ctx, refused))));
         }
     }
