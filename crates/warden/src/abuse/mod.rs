@@ -38,7 +38,7 @@ pub use observation::Observation;
 pub use risk::{Enforcement, RiskReport};
 
 /// Observations waiting for the analyzer; a full queue drops (and counts) them.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 4096;
 
 pub(crate) enum Message {
     Request(Box<Observation>),

@@ -13,7 +13,7 @@ use crate::pipeline::RequestContext;
 
 /// Bodies up to this size travel to the analyzer for template detection; larger ones
 /// are counted without it (the queue must not pin large buffers).
-pub const MAX_SAMPLED_BODY: usize = 32 * 1024;
+pub const MAX_SAMPLED_BODY: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shape {

@@ -57,6 +57,11 @@ impl GeoDb {
     /// The country the address is in, else the one it is registered to; `None` when the
     /// database does not place it (private ranges, gaps, a malformed record).
     pub fn country(&self, ip: IpAddr) -> Option<Country> {
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         let found = self.reader.lookup(ip).ok()?;
         if !found.has_data() {
             return None;
