@@ -354,7 +354,11 @@ async fn a_burst_over_a_steady_baseline_is_a_spike() {
 
 #[tokio::test]
 async fn the_organization_flag_rate_counts_blocked_content_by_category() {
-    let w = start("flag_rate_min_requests = 10\nflag_rate_1h = 0.2\n", None);
+    let (receiver, addr) = Receiver::start().await;
+    let w = start(
+        "flag_rate_min_requests = 10\nflag_rate_1h = 0.2\n",
+        Some(addr),
+    );
     for i in 0..10 {
         let question = format!("What are your opening hours on day {i}?");
         assert_eq!(
@@ -390,4 +394,23 @@ async fn the_organization_flag_rate_counts_blocked_content_by_category() {
     // 33% against a 20% line: the flag-rate signal at full strength.
     assert_eq!(reason["points"], 35, "{reason}");
     assert!(report["score"].as_u64().unwrap() >= 35);
+    // One alert per window when its line is crossed, not one per recomputation.
+    let flag_alerts = |window: &str| {
+        receiver
+            .of("slack")
+            .iter()
+            .filter(|a| {
+                let text = a["text"].as_str().unwrap();
+                text.contains("Flag rate") && text.contains(&format!("in the last {window}\n"))
+            })
+            .count()
+    };
+    eventually("flag-rate alerts", Duration::from_secs(10), || {
+        ["1h", "24h", "7d"].iter().all(|w| flag_alerts(w) >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for window in ["1h", "24h", "7d"] {
+        assert_eq!(flag_alerts(window), 1, "{:#?}", receiver.of("slack"));
+    }
 }

@@ -51,6 +51,9 @@ pub(super) struct Analyzer {
     spikes: VecDeque<ActorFinding>,
     distillation: HashMap<String, DistillationFinding>,
     sharing: HashMap<String, ActorFinding>,
+    /// Account-wide lines currently crossed (`flag_rate:1h`, `risk`): alerts go out when
+    /// a line is crossed, not every second while it stays crossed.
+    over: std::collections::HashSet<String>,
 }
 
 impl Analyzer {
@@ -75,6 +78,17 @@ impl Analyzer {
             spikes: VecDeque::new(),
             distillation: HashMap::new(),
             sharing: HashMap::new(),
+            over: std::collections::HashSet::new(),
+        }
+    }
+
+    /// `true` when `line` is over now and was not at the last recomputation.
+    fn crossed(&mut self, line: &str, over: bool) -> bool {
+        if over {
+            self.over.insert(line.to_owned())
+        } else {
+            self.over.remove(line);
+            false
         }
     }
 
@@ -350,7 +364,9 @@ impl Analyzer {
 
         let flag_rates = self.flag_rates(now);
         for rate in &flag_rates {
-            if rate.requests >= self.config.flag_rate_min_requests && rate.rate >= rate.line {
+            let over =
+                rate.requests >= self.config.flag_rate_min_requests && rate.rate >= rate.line;
+            if self.crossed(&format!("flag_rate:{}", rate.window), over) {
                 self.alerts.raise(Alert::new(
                     "flag_rate",
                     format!("flag_rate:{}", rate.window),
@@ -398,7 +414,7 @@ impl Analyzer {
             enforcement,
             dropped_observations: self.shared.dropped.load(Ordering::Relaxed),
         };
-        if u64::from(score) >= self.config.risk_alert_above {
+        if self.crossed("risk", u64::from(score) >= self.config.risk_alert_above) {
             let summary: Vec<String> = report
                 .reasons
                 .iter()
