@@ -254,4 +254,38 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
     }
+
+    /// The README's example of `[geo]`, `[abuse]`, `[alerts]` and `[lockdown]` is valid
+    /// and says the defaults.
+    #[test]
+    fn readme_example_is_valid_and_matches_the_defaults() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("Every key of these sections, with its default")
+            .unwrap();
+        let block = &readme[start..];
+        let block = &block[block.find("```toml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let db = tempfile::NamedTempFile::new().unwrap();
+        let text = block.replace(
+            "/var/lib/GeoIP/GeoLite2-Country.mmdb",
+            &db.path().display().to_string(),
+        );
+        let config = crate::config::Config::from_toml(&text).unwrap_or_else(|p| {
+            unreachable!("README example invalid: {p}");
+        });
+        assert_eq!(config.abuse, AbuseConfig::default());
+        let geo = crate::config::geo::GeoConfig {
+            database: None,
+            ..config.geo.clone()
+        };
+        assert_eq!(geo, crate::config::geo::GeoConfig::default());
+        assert_eq!(config.alerts.webhooks.len(), 1);
+        assert_eq!(config.lockdown.auto_above, Some(90));
+        let lockdown = crate::config::lockdown::LockdownConfig {
+            auto_above: None,
+            ..config.lockdown.clone()
+        };
+        assert_eq!(lockdown, crate::config::lockdown::LockdownConfig::default());
+    }
 }
