@@ -154,3 +154,57 @@ impl Lockdown {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::StorageConfig;
+
+    async fn round_trip(store: &Store, on: bool) {
+        let first = LockdownState::new(on, "cli", Some("warning e-mail".into()));
+        save(store, &first).await.unwrap();
+        assert_eq!(load(store).await.unwrap(), first);
+        let off = LockdownState::new(false, "admin", None);
+        save(store, &off).await.unwrap();
+        assert_eq!(load(store).await.unwrap(), off);
+    }
+
+    #[tokio::test]
+    async fn state_round_trips_on_both_stores() {
+        let sqlite = Store::open(&StorageConfig::SqliteMemory).await.unwrap();
+        assert_eq!(load(&sqlite).await.unwrap(), LockdownState::default());
+        round_trip(&sqlite, true).await;
+        let postgres = Store::open(&StorageConfig::Postgres {
+            url: std::env::var("WARDEN_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        })
+        .await
+        .unwrap();
+        // The test database is shared with other test runs: never switch it on there.
+        round_trip(&postgres, false).await;
+    }
+
+    #[test]
+    fn apply_scales_limits_and_flips_the_switch() {
+        let config = crate::config::Config::embedded_default().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster).unwrap();
+            let moderator = Moderator::new(
+                config.safety.moderation.clone(),
+                Arc::new(crate::safety::moderation::tests::Fake::default()),
+            );
+            let lockdown = Lockdown::new(LockdownConfig::default());
+            assert!(lockdown.apply(LockdownState::new(true, "cli", None), &limiter, &moderator));
+            assert!(lockdown.is_on());
+            // The same state again changes nothing.
+            assert!(!lockdown.apply(LockdownState::new(true, "cli", None), &limiter, &moderator));
+            assert!(lockdown.apply(LockdownState::default(), &limiter, &moderator));
+            assert!(!lockdown.is_on());
+        });
+    }
+}
