@@ -23,7 +23,13 @@ fn write_country_db(path: &Path) {
         country: Country,
     }
     let mut writer = mmdb_writer::Writer::new("Warden-Test-Country");
-    for (net, code) in [("77.88.0.0/18", "RU"), ("85.214.0.0/16", "DE")] {
+    for (net, code) in [
+        ("77.88.0.0/18", "RU"),
+        ("85.214.0.0/16", "DE"),
+        ("90.0.0.0/9", "FR"),
+        ("3.0.0.0/9", "US"),
+        ("126.0.0.0/8", "JP"),
+    ] {
         writer
             .insert(
                 net.parse::<ipnet::IpNet>().unwrap(),
@@ -125,4 +131,42 @@ async fn unknown_block_refuses_unplaced_addresses_and_the_deny_list_is_configura
     // DE is denied by this list; RU is not in it.
     expect_error(chat_from(&w, DE_IP).await, 403).await;
     assert_eq!(chat_from(&w, RU_IP).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_end_user_hopping_between_countries_is_reported() {
+    let (w, _db) = start("");
+    // Four countries in a few seconds: over the default line of three.
+    for ip in [DE_IP, "90.12.1.1", "3.5.1.1", "126.1.1.1"] {
+        assert_eq!(chat_from(&w, ip).await.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let report: serde_json::Value = client()
+            .get(format!("{}/admin/v1/risk", w.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = report["report"]["key_sharing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["actor"] == "user:app/alice")
+            .cloned();
+        if let Some(finding) = found {
+            assert!(
+                finding["detail"].as_str().unwrap().contains("4 countries"),
+                "{finding}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reported: {report:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
