@@ -51,7 +51,18 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway.metrics.render(gateway.events.dropped()),
+        {
+            let mut text = gateway.metrics.render(gateway.events.dropped());
+            gateway.abuse.render_metrics(&mut text);
+            gateway.alerts.render_metrics(&mut text);
+            text.push_str("# HELP warden_lockdown 1 while lockdown mode is on.\n# TYPE warden_lockdown gauge\n");
+            text.push_str(if gateway.lockdown.is_on() {
+                "warden_lockdown 1\n"
+            } else {
+                "warden_lockdown 0\n"
+            });
+            text
+        },
     )
 }
 

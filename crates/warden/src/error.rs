@@ -72,6 +72,16 @@ pub enum WardenError {
     UserBanned { reason: String },
     #[error("end user suspended")]
     UserSuspended { until_ms: i64, reason: String },
+    /// The client IP is in a refused country (`None`: the database could not place it
+    /// and `geo.unknown = "block"`).
+    #[error("unsupported country")]
+    UnsupportedCountry { country: Option<String> },
+    /// Lockdown mode refuses this request's tier (or a request naming no end user).
+    #[error("refused during lockdown")]
+    Lockdown { tier: Option<String> },
+    /// The abuse detector throttles this key or end user (distillation).
+    #[error("throttled for abuse")]
+    AbuseThrottled { retry_after: std::time::Duration },
 }
 
 impl WardenError {
@@ -103,6 +113,8 @@ impl WardenError {
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            UnsupportedCountry { .. } | Lockdown { .. } => StatusCode::FORBIDDEN,
+            AbuseThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -136,6 +148,9 @@ impl WardenError {
             Internal => "internal_error",
             UserBanned { .. } => "user_banned",
             UserSuspended { .. } => "user_suspended",
+            UnsupportedCountry { .. } => "unsupported_country_region_territory",
+            Lockdown { .. } => "lockdown",
+            AbuseThrottled { .. } => "abuse_throttled",
         }
     }
 
@@ -150,6 +165,9 @@ impl WardenError {
             UserBanned { .. } | UserSuspended { .. } => "request_forbidden",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
+            // What OpenAI itself sends for unsupported regions.
+            UnsupportedCountry { .. } | Lockdown { .. } => "request_forbidden",
+            AbuseThrottled { .. } => "requests",
             _ => "invalid_request_error",
         }
     }
@@ -216,6 +234,18 @@ impl WardenError {
                 crate::enforcement::format_ms(*until_ms)
             ),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
+            UnsupportedCountry { country: Some(country) } => format!(
+                "Country, region, or territory not supported: requests from {country} are refused by this service's geo policy."
+            ),
+            UnsupportedCountry { country: None } => "Country, region, or territory not supported: the client's location could not be determined and this service refuses unknown locations.".into(),
+            Lockdown { tier: Some(tier) } => format!(
+                "This service is in lockdown: requests from end users of the '{tier}' tier are refused until the operator lifts it."
+            ),
+            Lockdown { tier: None } => "This service is in lockdown: requests that name no end user are refused until the operator lifts it.".into(),
+            AbuseThrottled { retry_after } => format!(
+                "Requests from this key or end user are throttled after automated-harvesting patterns were detected. Please try again in {}.",
+                crate::limits::refusal::wait_text(*retry_after)
+            ),
         }
     }
 
@@ -223,6 +253,12 @@ impl WardenError {
     pub fn headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         match self {
             WardenError::RateLimited(refusal) => refusal.headers(),
+            WardenError::AbuseThrottled { retry_after } => {
+                let secs = retry_after.as_secs().max(1).to_string();
+                HeaderValue::from_str(&secs)
+                    .map(|v| vec![(header::RETRY_AFTER, v)])
+                    .unwrap_or_default()
+            }
             _ => Vec::new(),
         }
     }

@@ -44,6 +44,12 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     /// Response watchers, in the order they see frames.
     pub observers: Vec<Box<dyn ObserverFactory>>,
+    /// Live abuse detection and the account risk score.
+    pub abuse: crate::abuse::Abuse,
+    /// Webhook alerts; anything may `raise` one without waiting.
+    pub alerts: crate::alerts::Alerts,
+    /// Lockdown mode: `is_on()` is one atomic load.
+    pub lockdown: crate::lockdown::Lockdown,
 }
 
 impl Gateway {
@@ -98,6 +104,23 @@ impl Gateway {
         notices.spawn_worker();
         let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
         limiter.spawn_sweeper();
+        let geo = match &config.geo.database {
+            Some(path) => Some(Arc::new(crate::geo::GeoDb::open(path)?)),
+            None => None,
+        };
+        let alerts = crate::alerts::Alerts::start(&config.alerts)?;
+        enforcement.connect_alerts(alerts.clone());
+        let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
+        // The state is read once before serving, so a restart during lockdown stays locked.
+        lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &moderator);
+        lockdown.spawn_poller(store.clone(), limiter.clone(), moderator.clone());
+        let abuse = crate::abuse::Abuse::start(
+            config.abuse.clone(),
+            alerts.clone(),
+            lockdown.clone(),
+            store.clone(),
+        );
+        spawn_enforcement_totals(abuse.clone(), store.clone());
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             enforcement: enforcement.clone(),
@@ -111,6 +134,10 @@ impl Gateway {
             ),
             limits: Arc::new(config.limits.clone()),
             limiter: limiter.clone(),
+            geo,
+            geo_config: config.geo.clone(),
+            lockdown: lockdown.clone(),
+            abuse: abuse.clone(),
         });
         Ok(Gateway {
             metrics,
@@ -138,7 +165,13 @@ impl Gateway {
                     .collect(),
             ),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            observers: vec![Box::new(crate::limits::usage::UsageObservers)],
+            observers: vec![
+                Box::new(crate::limits::usage::UsageObservers),
+                Box::new(crate::abuse::output::OutputObservers(abuse.clone())),
+            ],
+            abuse,
+            alerts,
+            lockdown,
         })
     }
 
@@ -163,6 +196,27 @@ impl Gateway {
             }
         })
     }
+}
+
+/// Feeds the risk score the strike and sanction totals every few seconds.
+fn spawn_enforcement_totals(abuse: crate::abuse::Abuse, store: Store) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match store.enforcement_totals(crate::events::now_ms()).await {
+                Ok((strikes_24h, suspended, banned_7d)) => {
+                    abuse.set_enforcement(crate::abuse::risk::Enforcement {
+                        strikes_24h,
+                        suspended,
+                        banned_7d,
+                    })
+                }
+                Err(err) => tracing::warn!(%err, "could not count strikes for the risk score"),
+            }
+        }
+    });
 }
 
 /// The identifier hasher: the configured secret, or the one generated once and kept in

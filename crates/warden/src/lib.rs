@@ -2,8 +2,10 @@
 //! good standing. The binary (`main.rs`) only parses the command line; everything else
 //! lives here so tests can build the whole gateway in-process.
 
+pub mod abuse;
 pub mod admin;
 pub mod admin_api;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod endpoint;
@@ -11,10 +13,12 @@ pub mod enforcement;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod geo;
 pub mod identity;
 pub mod json_body;
 pub mod keys;
 pub mod limits;
+pub mod lockdown;
 pub mod notices;
 pub mod pipeline;
 pub mod proxy;

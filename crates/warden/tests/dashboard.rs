@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::{json, Value};
 
-const ADMIN_TOKEN: &str = "dashboard-admin-token-0123456789";
-
 #[tokio::test]
 async fn a_ban_clicked_in_the_dashboard_refuses_the_next_request() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -21,11 +19,7 @@ async fn a_ban_clicked_in_the_dashboard_refuses_the_next_request() {
         driver_dir.join("node_modules/puppeteer-core").is_dir(),
         "run `npm ci` in tests/dashboard first (scripts/test.sh does)"
     );
-    let w = Warden::start_with(Options {
-        extra_toml: "[admin]\ntoken_env = \"T_ADMIN_TOKEN\"\n".into(),
-        extra_env: vec![("T_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())],
-        ..Default::default()
-    });
+    let w = Warden::start();
     for _ in 0..3 {
         assert_eq!(
             post(&w, "/v1/chat/completions", Some("alice"), &chat_body())

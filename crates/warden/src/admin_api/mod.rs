@@ -3,6 +3,7 @@
 
 mod auth;
 mod overview;
+mod risk;
 mod users;
 
 use std::sync::Arc;
@@ -44,6 +45,11 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     Router::new()
         .route("/admin/v1/cases", get(cases))
         .route("/admin/v1/summary", get(overview::summary))
+        .route("/admin/v1/risk", get(risk::risk))
+        .route(
+            "/admin/v1/lockdown",
+            get(risk::lockdown_status).post(risk::lockdown_switch),
+        )
         .route("/admin/v1/events", get(overview::events))
         .route("/admin/v1/keys", get(overview::keys))
         .route("/admin/v1/keys/{name}/revoke", post(overview::revoke_key))
@@ -136,9 +142,9 @@ mod tests {
             .collect();
         let source = include_str!("mod.rs");
         let routed: Vec<&str> = source
-            .split(".route(\"")
+            .split(".route(")
             .skip(1)
-            .filter_map(|rest| rest.split('"').next())
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
             .filter(|path| path.starts_with("/admin/v1"))
             .collect();
         assert!(

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `keys`, `demo`. Printing is this module's
+//! The command line: `serve`, `check-config`, `keys`, `demo`, `lockdown`. Printing is this module's
 //! job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
@@ -6,6 +6,7 @@ mod cases;
 mod check_config;
 mod demo;
 mod keys;
+mod lockdown;
 mod serve;
 mod users;
 
@@ -61,6 +62,14 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Lockdown mode: on, off, or status (shared by every gateway using the store).
+    Lockdown {
+        #[command(subcommand)]
+        command: lockdown::LockdownCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
 }
@@ -85,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Users { command, config } => users::run(command, config).await,
             Command::Cases { command, config } => cases::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Lockdown { command, config } => lockdown::run(command, config).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -139,6 +139,17 @@ pub struct LimitsConfig {
     pub keys: HashMap<String, KeyLimits>,
 }
 
+impl LimitsConfig {
+    /// The end user's tier: a token's tier claim when it names a configured tier, else
+    /// the key's tier, else the default (the same rule the `limits` stage applies).
+    pub fn tier_of<'a>(&'a self, claimed: Option<&'a str>, key: &str) -> &'a str {
+        claimed
+            .filter(|t| self.tiers.contains_key(*t))
+            .or(self.keys.get(key).and_then(|k| k.tier.as_deref()))
+            .unwrap_or(&self.default_tier)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub redis_url: Option<String>,

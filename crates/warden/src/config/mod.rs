@@ -1,10 +1,14 @@
 //! Configuration: the raw TOML is read, then validated into types that cannot hold an
 //! invalid state. Every problem is reported at once, with its key path.
 
+pub mod abuse;
+pub mod alerts;
 pub mod enforcement;
 pub mod env;
 pub mod filters;
+pub mod geo;
 pub mod limits;
+pub mod lockdown;
 pub mod moderation;
 pub mod problems;
 pub mod raw;
@@ -44,6 +48,10 @@ pub struct Config {
     pub enforcement: enforcement::EnforcementConfig,
     pub admin: enforcement::AdminConfig,
     pub notices: enforcement::NoticesConfig,
+    pub geo: geo::GeoConfig,
+    pub abuse: abuse::AbuseConfig,
+    pub alerts: alerts::AlertsConfig,
+    pub lockdown: lockdown::LockdownConfig,
 }
 
 /// `[safety]`: content safety policy.

@@ -102,6 +102,11 @@ pub struct RawConfig {
     pub enforcement: Option<toml::Value>,
     pub admin: Option<toml::Value>,
     pub openai_notices: Option<toml::Value>,
+    /// `[geo]`, `[abuse]`, `[alerts]`, `[lockdown]`, each read in its own `config/` file.
+    pub geo: Option<toml::Value>,
+    pub abuse: Option<toml::Value>,
+    pub alerts: Option<toml::Value>,
+    pub lockdown: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -119,6 +124,10 @@ const SECTIONS: &[&str] = &[
     "enforcement",
     "admin",
     "openai_notices",
+    "geo",
+    "abuse",
+    "alerts",
+    "lockdown",
 ];
 
 impl RawConfig {
@@ -148,6 +157,10 @@ impl RawConfig {
                 "enforcement" => raw.enforcement = Some(value.clone()),
                 "admin" => raw.admin = Some(value.clone()),
                 "openai_notices" => raw.openai_notices = Some(value.clone()),
+                "geo" => raw.geo = Some(value.clone()),
+                "abuse" => raw.abuse = Some(value.clone()),
+                "alerts" => raw.alerts = Some(value.clone()),
+                "lockdown" => raw.lockdown = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

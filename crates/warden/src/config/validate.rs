@@ -172,6 +172,10 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         enforcement,
         admin,
         notices,
+        geo: super::geo::validate(raw.geo.as_ref(), problems),
+        abuse: super::abuse::validate(raw.abuse.as_ref(), problems),
+        alerts: super::alerts::validate(raw.alerts.as_ref(), problems),
+        lockdown: super::lockdown::validate(raw.lockdown.as_ref(), problems),
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

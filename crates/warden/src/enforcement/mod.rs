@@ -8,7 +8,7 @@ pub mod offences;
 pub mod upstream_refusal;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -55,6 +55,8 @@ pub struct Enforcement {
     /// Users seen since the last flush, with when.
     sightings: Mutex<HashMap<String, (String, String, i64)>>,
     offences: Mutex<Option<mpsc::Receiver<Offence>>>,
+    /// Where sanctions are announced; unset in the CLI.
+    alerts: OnceLock<crate::alerts::Alerts>,
 }
 
 fn slot(key_name: &str, end_user: &str) -> String {
@@ -89,7 +91,58 @@ impl Enforcement {
             standings: DashMap::new(),
             sightings: Mutex::new(HashMap::new()),
             offences: Mutex::new(Some(offences)),
+            alerts: OnceLock::new(),
         })
+    }
+
+    /// Sends suspensions, bans and OpenAI cases to the operator's alert webhooks.
+    pub fn connect_alerts(&self, alerts: crate::alerts::Alerts) {
+        let _ = self.alerts.set(alerts);
+    }
+
+    /// Raises an alert when alerting is connected; never waits.
+    pub fn alert(&self, alert: crate::alerts::Alert) {
+        if let Some(alerts) = self.alerts.get() {
+            alerts.raise(alert);
+        }
+    }
+
+    fn announce(&self, key: &str, user: &str, action: &str, why: &str, until_ms: Option<i64>) {
+        use crate::alerts::{Alert, Severity};
+        let severity = if action == "ban" {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let until = until_ms
+            .map(|u| format!(" until {}", format_ms(u)))
+            .unwrap_or_default();
+        self.alert(Alert::new(
+            "end_user_sanctioned",
+            format!("{action}:{key}:{user}"),
+            severity,
+            format!("End user {action}: {user} (key {key})"),
+            format!("{user} on key {key}: {action}{until}. {why}"),
+            serde_json::json!({"key": key, "end_user": user, "action": action, "until_ms": until_ms, "why": why}),
+        ));
+    }
+
+    /// Whether Warden has seen this user before (directory or standing), for lockdown's
+    /// "no new end users".
+    pub async fn known(&self, key: &str, user: &str) -> Result<bool, StoreError> {
+        if self.standings.contains_key(&slot(key, user))
+            || self
+                .sightings
+                .lock()
+                .is_ok_and(|s| s.contains_key(&slot(key, user)))
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .user(key, user)
+            .await?
+            .is_some_and(|u| u.first_seen_ms > 0))
     }
 
     pub fn config(&self) -> &EnforcementConfig {
@@ -269,6 +322,10 @@ impl Enforcement {
                 }),
             );
             tracing::warn!(key, end_user = %user, rung = after_rung.label(), weight, "end user moved up the strike ladder");
+            if matches!(after_rung, Rung::Suspended { .. } | Rung::Banned) {
+                let why = format!("strike weight {weight:.1}, last for {}", offence.category);
+                self.announce(key, user, after_rung.label(), &why, status.until_ms());
+            }
         }
         Ok(())
     }
@@ -372,6 +429,9 @@ impl Enforcement {
             }
         };
         self.save(key, user, &standing, now).await?;
+        if matches!(actor, Actor::OpenAi(_)) && matches!(action, Action::Ban | Action::Suspend(_)) {
+            self.announce(key, user, label, reason, standing.status.until_ms());
+        }
         let request_id = format!("wen_{:032x}", fastrand::u128(..));
         self.event(
             &request_id,

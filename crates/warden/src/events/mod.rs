@@ -31,6 +31,8 @@ pub struct EventRecord {
     pub upstream_us: Option<i64>,
     /// Stage trail and extras as compact JSON.
     pub detail: Option<String>,
+    /// ISO country code of the client IP, when `[geo]` has a database that places it.
+    pub country: Option<String>,
 }
 
 pub fn now_ms() -> i64 {

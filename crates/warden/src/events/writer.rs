@@ -116,6 +116,7 @@ impl EventSink for LogSink {
                     key = e.key_name.as_deref(),
                     end_user = e.end_user.as_deref(),
                     client_ip = e.client_ip.as_deref(),
+                    country = e.country.as_deref(),
                     endpoint = e.endpoint,
                     model = e.model.as_deref(),
                     stream = e.stream,
@@ -189,6 +190,7 @@ mod tests {
             latency_us: 0,
             upstream_us: None,
             detail: None,
+            country: None,
         }
     }
 

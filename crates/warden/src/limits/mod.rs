@@ -11,7 +11,7 @@ pub mod tokens;
 pub mod usage;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,8 @@ pub struct Inner {
     shared: Option<Arc<SharedLimits>>,
     organization: Rates,
     per_ip: Rates,
+    /// Every limit times this, in thousandths (1000 = as configured; lockdown lowers it).
+    scale_permille: AtomicU32,
 }
 
 #[derive(Clone)]
@@ -150,8 +152,23 @@ impl Limiter {
                 shared,
                 organization: limits.organization,
                 per_ip: limits.per_ip,
+                scale_permille: AtomicU32::new(1000),
             }),
         })
+    }
+
+    /// Scales every limit (lockdown halves them); 1.0 restores the configured values.
+    pub fn set_scale(&self, factor: f64) {
+        let permille = (factor.clamp(0.001, 1.0) * 1000.0).round() as u32;
+        self.inner.scale_permille.store(permille, Ordering::Relaxed);
+    }
+
+    /// A limit after `set_scale`; never below 1.
+    fn scaled(&self, limit: u64) -> u64 {
+        match self.inner.scale_permille.load(Ordering::Relaxed) {
+            1000.. => limit,
+            permille => (limit.saturating_mul(u64::from(permille)) / 1000).max(1),
+        }
     }
 
     pub fn is_shared(&self) -> bool {
@@ -259,7 +276,7 @@ impl Limiter {
             strip_usage_chunk: false,
         };
         for (actor, state) in actors.iter().zip(&states) {
-            if let Some(max) = actor.rates.concurrency {
+            if let Some(max) = actor.rates.concurrency.map(|m| self.scaled(m)) {
                 let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
                 ticket.in_flight.push(state.clone());
                 if before >= max {
@@ -281,7 +298,7 @@ impl Limiter {
         let mut checks = Checks::new();
         for (i, actor) in actors.iter().enumerate() {
             for (w, (budget, period, _)) in WINDOWS.iter().enumerate() {
-                let Some(limit) = window_limit(&actor.rates, w) else {
+                let Some(limit) = window_limit(&actor.rates, w).map(|l| self.scaled(l)) else {
                     continue;
                 };
                 let rate = Rate::new(limit, *period);

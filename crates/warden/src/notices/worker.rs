@@ -76,6 +76,14 @@ impl Notices {
             Fetched::Retry(why) if attempt >= i64::from(self.config.fetch_attempts) => {
                 tracing::error!(case_id, attempts = attempt, %why, "could not fetch an OpenAI safety case; giving up");
                 self.record(&case_id, "failed", &why, json!({"attempts": attempt}), None);
+                self.enforcement.alert(crate::alerts::Alert::new(
+                    "safety_case_unfetched",
+                    format!("case-failed:{case_id}"),
+                    crate::alerts::Severity::Critical,
+                    format!("OpenAI safety case {case_id} could not be read"),
+                    format!("Warden gave up fetching case {case_id} after {attempt} attempts ({why}); its end user was not acted on. Check the case key's api.safety.read permission."),
+                    json!({"case_id": case_id, "attempts": attempt, "error": why}),
+                ));
                 self.finish(delivery, "failed", Some(&why)).await
             }
             Fetched::Retry(why) => {
@@ -193,6 +201,14 @@ impl Notices {
             tracing::warn!(case_id, notice_type, action, key = ?record.key_name, end_user = ?record.end_user, "OpenAI safety notice acted on");
         } else {
             tracing::error!(case_id, notice_type, identifier, "OpenAI safety notice names an identifier Warden has no record of (user not seen since the mapping was kept, or not sent through Warden)");
+            self.enforcement.alert(crate::alerts::Alert::new(
+                "safety_case_unmapped",
+                format!("case-unmapped:{case_id}"),
+                crate::alerts::Severity::Critical,
+                format!("OpenAI {notice_type} {case_id} names an unknown end user"),
+                format!("Case {case_id} names safety_identifier {identifier}, which Warden has no record of: the user has not been seen since the mapping was kept, or did not come through Warden. Nothing was done."),
+                json!({"case_id": case_id, "safety_identifier": identifier, "notice": notice_type}),
+            ));
         }
         self.record(
             case_id,

@@ -67,6 +67,8 @@ pub struct RequestContext {
     pub tier_override: Option<String>,
     /// Headers added to the answer the client gets (e.g. the user's standing).
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The client IP's country (`network_policy` stage), when a geo database places it.
+    pub country: Option<crate::geo::Country>,
 }
 
 impl RequestContext {
@@ -101,6 +103,7 @@ impl RequestContext {
             findings: Vec::new(),
             tier_override: None,
             response_headers: Vec::new(),
+            country: None,
         }
     }
 

@@ -40,6 +40,11 @@ pub struct StageDeps {
     pub limiter: crate::limits::Limiter,
     pub moderator: Arc<crate::safety::moderation::Moderator>,
     pub filters: Arc<crate::safety::filters::Scanner>,
+    /// The country database (`[geo] database`), when configured.
+    pub geo: Option<Arc<crate::geo::GeoDb>>,
+    pub geo_config: crate::config::geo::GeoConfig,
+    pub lockdown: crate::lockdown::Lockdown,
+    pub abuse: crate::abuse::Abuse,
 }
 
 impl Pipeline {
@@ -53,18 +58,24 @@ impl Pipeline {
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
     /// 4. `user_standing` — banned and suspended end users are refused (403) before any
-    ///    upstream call; throttled ones drop to a lower tier; warned ones get a header.
-    /// 5. `limits` — volume before content, cheapest refusal first: the key's allowed
+    ///    upstream call; throttled ones drop to a lower tier; warned ones get a header;
+    ///    during lockdown, end users never seen before are refused.
+    /// 5. `network_policy` — the client IP's country against `[geo]` (403
+    ///    `unsupported_country_region_territory`), and lockdown's refusal of untrusted
+    ///    tiers (403 `lockdown`). Before limits, so refused traffic spends no budget.
+    /// 6. `abuse_gate` — keys and end users the abuse analyzer throttles (429
+    ///    `abuse_throttled`).
+    /// 7. `limits` — volume before content, cheapest refusal first: the key's allowed
     ///    endpoints and models, `n` and output caps, prompt tokens against the per-request
     ///    cap, then rate/token/in-flight limits of organization, key, end user (by tier)
     ///    and client IP (one Redis round trip when shared). 429 with OpenAI's headers.
-    /// 6. `local_filters` — no network: jailbreak score, secrets and PII rules over every
+    /// 8. `local_filters` — no network: jailbreak score, secrets and PII rules over every
     ///    user text; blocks (400 `content_filter`), redacts secrets in place, records flags.
     ///    Before `moderation`, so the endpoint only sees what local filters let through.
-    /// 7. `moderation` — the Moderation endpoint on what the content-hash cache has not
+    /// 9. `moderation` — the Moderation endpoint on what the content-hash cache has not
     ///    seen; per-category policy; 400 `content_filter` on a block, 503 when the
     ///    endpoint fails and the key's `on_error` is `block`.
-    /// 8. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
+    /// 10. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
     pub fn standard(deps: StageDeps) -> Pipeline {
         Pipeline {
             stages: vec![
@@ -75,7 +86,17 @@ impl Pipeline {
                 )),
                 Box::new(stages::key_scope::KeyScopeCheck),
                 Box::new(stages::end_user::ResolveEndUser),
-                Box::new(stages::user_standing::UserStanding::new(deps.enforcement)),
+                Box::new(stages::user_standing::UserStanding::new(
+                    deps.enforcement,
+                    deps.lockdown.clone(),
+                )),
+                Box::new(stages::network_policy::NetworkPolicy::new(
+                    deps.geo,
+                    &deps.geo_config,
+                    deps.lockdown,
+                    deps.limits.clone(),
+                )),
+                Box::new(stages::abuse_gate::AbuseGate::new(deps.abuse)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),
                 Box::new(stages::local_filters::LocalFilters::new(deps.filters)),
                 Box::new(stages::moderation::Moderate::new(deps.moderator)),

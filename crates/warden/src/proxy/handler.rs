@@ -58,6 +58,7 @@ pub async fn handle(
 
     let ran = gateway.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
+    gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let Err(err) = ran {
         return refuse(recorder, &err, &ctx.request_id);
     }

@@ -57,6 +57,7 @@ impl Recorder {
                 latency_us: 0,
                 upstream_us: None,
                 detail: None,
+                country: None,
             }),
         }
     }
@@ -71,6 +72,7 @@ impl Recorder {
         record.safety_identifier = ctx.safety_identifier.clone();
         record.model = ctx.model.clone();
         record.stream = ctx.stream;
+        record.country = ctx.country.map(|c| c.as_str().to_owned());
         let trail: Vec<String> = ctx
             .trail
             .iter()

@@ -49,5 +49,6 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         findings: Vec::new(),
         tier_override: None,
         response_headers: Vec::new(),
+        country: None,
     }
 }

@@ -108,6 +108,11 @@ const STEPS: &[(i64, &str)] = &[
     ALTER TABLE virtual_keys ADD COLUMN previous_hash TEXT;
     ALTER TABLE virtual_keys ADD COLUMN previous_until BIGINT;",
     ),
+    (
+        5,
+        // Abuse detection: the client's country on each request event (geo policy).
+        "ALTER TABLE events ADD COLUMN country TEXT;",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

@@ -12,6 +12,7 @@ macro_rules! on_pool {
     };
 }
 
+mod lockdown;
 mod migrations;
 mod notices;
 mod overview;
@@ -215,12 +216,12 @@ impl Store {
     /// Writes a batch of events as one multi-row INSERT (the group commit): one round
     /// trip to the database per batch, not per event.
     pub async fn append_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
-        // 16 columns per row: well under both engines' bind-parameter limits.
+        // 17 columns per row: well under both engines' bind-parameter limits.
         for chunk in events.chunks(1000) {
             on_pool!(self, pool => {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO events (request_id, at_ms, kind, key_name, end_user, safety_identifier, \
-                     client_ip, endpoint, model, stream, status, outcome, reason, latency_us, upstream_us, detail) ",
+                     client_ip, endpoint, model, stream, status, outcome, reason, latency_us, upstream_us, detail, country) ",
                 );
                 insert.push_values(chunk, |mut row, e| {
                     row.push_bind(&e.request_id)
@@ -238,7 +239,8 @@ impl Store {
                         .push_bind(&e.reason)
                         .push_bind(e.latency_us)
                         .push_bind(e.upstream_us)
-                        .push_bind(&e.detail);
+                        .push_bind(&e.detail)
+                        .push_bind(&e.country);
                 });
                 insert.build().execute(pool).await?;
             });

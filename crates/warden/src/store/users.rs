@@ -244,6 +244,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Strikes in the last 24 hours, users suspended now, users banned in the last 7 days.
+    pub async fn enforcement_totals(&self, now_ms: i64) -> Result<(u64, u64, u64), StoreError> {
+        let day = 86_400_000;
+        let count = |sql: &'static str, at: i64| async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(sql).bind(at).fetch_one(pool).await?;
+                Ok::<u64, StoreError>(row.try_get::<i64, _>(0)?.max(0) as u64)
+            })
+        };
+        Ok((
+            count("SELECT COUNT(*) FROM strikes WHERE at_ms >= $1", now_ms - day).await?,
+            count(
+                "SELECT COUNT(*) FROM end_users WHERE status = 'suspended' AND status_until_ms > $1",
+                now_ms,
+            )
+            .await?,
+            count(
+                "SELECT COUNT(*) FROM end_users WHERE status = 'banned' AND updated_ms >= $1",
+                now_ms - 7 * day,
+            )
+            .await?,
+        ))
+    }
+}
+
 fn user_from_row<R>(row: &R) -> Result<StoredUser, StoreError>
 where
     R: Row,

@@ -13,6 +13,8 @@ pub const TRUSTED_KEY: &str = "wk-test-trusted-0123456789abcdef";
 pub const OPTIONAL_KEY: &str = "wk-test-optional-0123456789abcdef";
 pub const JWT_SECRET: &str = "jwt-app-secret-0123456789abcdef";
 pub const SAFETY_SECRET: &str = "safety-secret-0123456789abcdef";
+/// The admin API token every test gateway accepts.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 pub fn postgres_url() -> String {
     std::env::var("WARDEN_TEST_POSTGRES_URL")
@@ -98,6 +100,9 @@ safety_identifier_secret_env = "T_SAFETY_SECRET"
 level = "info"
 format = "json"
 
+[admin]
+token_env = "T_ADMIN_TOKEN"
+
 [[keys]]
 name = "app"
 secret_env = "T_APP_KEY"
@@ -142,6 +147,7 @@ issuer = "test-app"
             ("T_TRUSTED_KEY", TRUSTED_KEY),
             ("T_OPTIONAL_KEY", OPTIONAL_KEY),
             ("T_JWT_SECRET", JWT_SECRET),
+            ("T_ADMIN_TOKEN", ADMIN_TOKEN),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -33,9 +33,9 @@ pub struct Structural {
     learned: Option<super::learned::LinearModel>,
 }
 
-/// The learned cue counts only above even odds, rising to `LEARNED_MAX` at certainty, so
+/// The learned cue counts only above 60 % odds, rising to `LEARNED_MAX` at certainty, so
 /// it confirms rather than replaces the rules.
-const LEARNED_FLOOR: f32 = 0.5;
+const LEARNED_FLOOR: f32 = 0.6;
 const LEARNED_MAX: f32 = 0.95;
 
 impl Default for Structural {
@@ -75,8 +75,7 @@ impl Structural {
         if adversarial_suffix(folded) {
             out.add(&self.suffix, 0.7);
         }
-        if let Some(model) = &self.learned {
-            let p = model.probability(folded);
+        if let Some(p) = self.learned.as_ref().and_then(|m| m.probability(folded)) {
             if p > LEARNED_FLOOR {
                 out.add(
                     &self.phrasing,

@@ -74,6 +74,8 @@ pub struct Moderator {
     cache: ScoreCache,
     breaker: Breaker,
     pub totals: Totals,
+    /// Lockdown's stricter (input, output) policies while lockdown is on.
+    lowered: arc_swap::ArcSwapOption<(policy::Policy, policy::Policy)>,
 }
 
 impl Moderator {
@@ -84,7 +86,18 @@ impl Moderator {
             config,
             backend,
             totals: Totals::default(),
+            lowered: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Lockdown on (`Some((threshold_factor, score_line))`) or off: see `Policy::lowered`.
+    pub fn set_lockdown(&self, lowered: Option<(f32, f32)>) {
+        self.lowered.store(lowered.map(|(factor, line)| {
+            Arc::new((
+                self.config.input.lowered(factor, line),
+                self.config.output.policy.lowered(factor, line),
+            ))
+        }));
     }
 
     pub fn config(&self) -> &ModerationConfig {
@@ -190,10 +203,18 @@ impl Moderator {
             Side::Input => &self.config.input,
             Side::Output => &self.config.output.policy,
         };
+        let lowered = self.lowered.load();
+        let lowered = lowered.as_deref().map(|(input, output)| match side {
+            Side::Input => input,
+            Side::Output => output,
+        });
         let mut checked = Checked::default();
         for (piece, scores) in pieces.iter().zip(&known) {
             let Some(scores) = scores else { continue };
-            let judgement = policy.judge(scores);
+            let judgement = match lowered {
+                Some(strict) => policy.judge_lowered(strict, scores),
+                None => policy.judge(scores),
+            };
             let hit = |categories| Hit {
                 param: piece.param.clone(),
                 categories,

@@ -94,6 +94,31 @@ impl Policy {
         out
     }
 
+    /// A stricter copy for lockdown: score thresholds times `factor`; rules that trust the
+    /// endpoint's `flagged` also fire at `score_line`. Ignored categories stay ignored.
+    pub fn lowered(&self, factor: f32, score_line: f32) -> Policy {
+        let mut out = self.clone();
+        for rule in &mut out.rules {
+            rule.threshold = Some(match rule.threshold {
+                Some(t) => t * factor,
+                None => score_line,
+            });
+        }
+        out
+    }
+
+    /// `judge` under lockdown: what either policy fires, so lowering never lets through
+    /// what the normal policy would stop (a `flagged` below the score line still fires).
+    pub fn judge_lowered(&self, lowered: &Policy, scores: &Scores) -> Judgement {
+        let normal = self.judge(scores);
+        let strict = lowered.judge(scores);
+        let blocked = CategorySet(normal.blocked.0 | strict.blocked.0);
+        Judgement {
+            blocked,
+            flagged: CategorySet((normal.flagged.0 | strict.flagged.0) & !blocked.0),
+        }
+    }
+
     /// Names of categories whose rule differs from the default, for logs.
     pub fn customised(&self) -> Vec<&'static str> {
         let default = Policy::default();
@@ -166,5 +191,28 @@ mod tests {
             Judgement::default()
         );
         assert_eq!(policy.customised(), vec!["violence"]);
+    }
+
+    #[test]
+    fn lowered_policy_fires_earlier_and_never_later() {
+        let policy = Policy::default();
+        let lowered = policy.lowered(0.5, 0.4);
+        // 0.45 violence, not flagged: passes normally, blocks in lockdown.
+        let s = scores("violence", 0.45, false);
+        assert!(policy.judge(&s).blocked.is_empty());
+        assert_eq!(
+            policy.judge_lowered(&lowered, &s).blocked.names(),
+            vec!["violence"]
+        );
+        // Flagged at a low score still blocks in lockdown.
+        let s = scores("hate", 0.2, true);
+        assert_eq!(
+            policy.judge_lowered(&lowered, &s).blocked.names(),
+            vec!["hate"]
+        );
+        // sexual/minors threshold halves.
+        let s = scores("sexual/minors", 0.006, false);
+        assert!(policy.judge(&s).blocked.is_empty());
+        assert!(!policy.judge_lowered(&lowered, &s).blocked.is_empty());
     }
 }
