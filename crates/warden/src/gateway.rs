@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, Problems, Secrets};
-use crate::events::{EventLog, EventSink, LogSink, Metrics, StoreSink};
+use crate::events::{EventLog, EventOptions, EventSink, LogSink, Metrics, StoreSink};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::safety_id::SafetyIdentifiers;
 use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
@@ -64,12 +64,15 @@ impl Gateway {
         let safety_ids = Arc::new(SafetyIdentifiers::new(&safety_secret));
 
         let metrics = Metrics::default();
-        let sinks: Vec<Box<dyn EventSink>> = vec![
-            Box::new(LogSink),
-            Box::new(metrics.clone()),
-            Box::new(StoreSink(store.clone())),
-        ];
-        let events = EventLog::start(sinks);
+        let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(LogSink), Box::new(metrics.clone())];
+        if config.events.store {
+            sinks.push(Box::new(StoreSink::new(
+                store.clone(),
+                config.events.excerpt_retention,
+            )));
+            crate::events::sweeper::spawn(store.clone(), config.events.clone());
+        }
+        let events = EventLog::start_with(sinks, EventOptions::from_config(&config.events)?);
         let upstream = Arc::new(Upstream::new(
             &config.upstream,
             secrets.upstream_default.as_ref(),

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 pub mod pipeline;
 pub mod proxy;
+pub mod report;
 pub mod safety;
 pub mod secret;
 pub mod server;

@@ -1,10 +1,12 @@
-//! The command line: `serve`, `check-config`, `keys`, `demo`. Printing is this module's
+//! The command line: `serve`, `check-config`, `keys`, `demo`, `audit`, `report`. Printing is this module's
 //! job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
+mod audit;
 mod check_config;
 mod demo;
 mod keys;
+mod report;
 mod serve;
 
 use std::path::PathBuf;
@@ -45,6 +47,16 @@ enum Command {
     },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
+    /// Check the event log's hash chains (exit 1 at the first broken link).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The evidence report for a period: moderation coverage, flags, blocks, actions.
+    Report(report::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +77,8 @@ pub fn main() -> ExitCode {
             Command::CheckConfig { file } => return check_config::run(&file),
             Command::Keys { command, config } => keys::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Audit { command, config } => return audit::run(command, config).await,
+            Command::Report(args) => report::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

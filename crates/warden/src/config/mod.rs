@@ -2,6 +2,7 @@
 //! invalid state. Every problem is reported at once, with its key path.
 
 pub mod env;
+pub mod events;
 pub mod filters;
 pub mod limits;
 pub mod moderation;
@@ -40,6 +41,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub limits: limits::LimitsConfig,
     pub cluster: limits::ClusterConfig,
+    /// `[events]`: store switch, durable wait, excerpts, retention.
+    pub events: events::EventsConfig,
 }
 
 /// `[safety]`: content safety policy.

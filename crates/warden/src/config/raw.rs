@@ -98,12 +98,15 @@ pub struct RawConfig {
     /// `[limits]` and `[cluster]`, read in `config/limits.rs`.
     pub limits: Option<toml::Value>,
     pub cluster: Option<toml::Value>,
+    /// `[events]`, read in `config/events.rs`.
+    pub events: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
 
 const SECTIONS: &[&str] = &[
     "server", "upstream", "storage", "identity", "log", "keys", "safety", "limits", "cluster",
+    "events",
 ];
 
 impl RawConfig {
@@ -130,6 +133,7 @@ impl RawConfig {
                 "keys" => raw.keys = read_keys(value, problems),
                 "limits" => raw.limits = Some(value.clone()),
                 "cluster" => raw.cluster = Some(value.clone()),
+                "events" => raw.events = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

@@ -165,6 +165,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         keys,
         limits,
         cluster,
+        events: super::events::validate(raw.events.as_ref(), problems),
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

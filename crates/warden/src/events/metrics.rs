@@ -191,6 +191,7 @@ mod tests {
             latency_us,
             upstream_us,
             detail: None,
+            ..EventRecord::default()
         }
     }
 

@@ -63,6 +63,8 @@ pub struct RequestContext {
     pub limit_ticket: Option<std::sync::Arc<crate::limits::Ticket>>,
     pub trail: Vec<StageRecord>,
     pub findings: Vec<Finding>,
+    /// Structured findings and moderation coverage for the event log and the report.
+    pub audit: crate::events::AuditNotes,
 }
 
 impl RequestContext {
@@ -95,6 +97,7 @@ impl RequestContext {
             limit_ticket: None,
             trail: Vec::with_capacity(8),
             findings: Vec::new(),
+            audit: Default::default(),
         }
     }
 

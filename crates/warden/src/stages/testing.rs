@@ -46,5 +46,6 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         limit_ticket: None,
         trail: Vec::new(),
         findings: Vec::new(),
+        audit: Default::default(),
     }
 }

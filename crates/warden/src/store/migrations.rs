@@ -6,9 +6,10 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// (version, DDL). Append only; never edit an applied step.
-const STEPS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE virtual_keys (
+const STEPS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE virtual_keys (
         name TEXT PRIMARY KEY,
         secret_hash TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -39,7 +40,45 @@ const STEPS: &[(i64, &str)] = &[(
     );
     CREATE INDEX events_at ON events (at_ms);
     CREATE INDEX events_user ON events (key_name, end_user);",
-)];
+    ),
+    (
+        // Event log: content digest, the audit hash chain (one chain per writer process),
+        // chain heads and retention checkpoints, and opt-in excerpts kept outside the chain.
+        2,
+        "ALTER TABLE events ADD COLUMN content_sha256 TEXT;
+    ALTER TABLE events ADD COLUMN content_len BIGINT;
+    ALTER TABLE events ADD COLUMN chain_id TEXT;
+    ALTER TABLE events ADD COLUMN chain_seq BIGINT;
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE UNIQUE INDEX events_chain ON events (chain_id, chain_seq);
+    CREATE INDEX events_kind_at ON events (kind, at_ms);
+    CREATE TABLE audit_chains (
+        chain_id TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        last_hash TEXT NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        chain_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        cut_at BIGINT NOT NULL,
+        events_deleted BIGINT NOT NULL,
+        PRIMARY KEY (chain_id, seq)
+    );
+    CREATE TABLE event_excerpts (
+        id {id},
+        request_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        excerpt TEXT NOT NULL
+    );
+    CREATE INDEX event_excerpts_request ON event_excerpts (request_id);
+    CREATE INDEX event_excerpts_expiry ON event_excerpts (expires_at);",
+    ),
+];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.
 const PG_LOCK_ID: i64 = 0x5741_5244_454e;
@@ -61,11 +100,15 @@ pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT PRIMARY KEY)")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT MAX(version) AS v FROM warden_schema")
-            .fetch_one(&mut *tx)
-            .await?;
-        let applied = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0);
-        for (version, ddl) in STEPS.iter().filter(|s| s.0 > applied) {
+        // Every missing version, not just those above the highest: steps are developed
+        // on parallel branches, so a database may have 3 applied before 2 exists.
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM warden_schema")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        for (version, ddl) in STEPS.iter().filter(|s| !applied.contains(&s.0)) {
             sqlx::raw_sql(&ddl.replace("{id}", id_column))
                 .execute(&mut *tx)
                 .await?;

@@ -12,6 +12,7 @@ macro_rules! on_pool {
     };
 }
 
+pub mod audit;
 mod migrations;
 
 use std::path::Path;

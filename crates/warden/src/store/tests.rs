@@ -78,6 +78,7 @@ async fn exercise(store: &Store) {
         latency_us: 10,
         upstream_us: Some(5),
         detail: None,
+        ..EventRecord::default()
     };
     store.append_events(&[event.clone(), event]).await.unwrap();
     assert!(store.count_events().await.unwrap() >= before + 2);
