@@ -369,4 +369,13 @@ mod tests {
         assert_eq!(seen[999], "999");
         assert_eq!(log.dropped(), 0);
     }
+
+    #[tokio::test]
+    async fn a_durable_event_returns_once_its_batch_is_written() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = EventLog::start(vec![Box::new(Collect(seen.clone()))]);
+        log.record(event("background"));
+        assert!(log.record_durable(event("answered")).await);
+        assert_eq!(*seen.lock().unwrap(), ["background", "answered"]);
+    }
 }

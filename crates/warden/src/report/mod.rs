@@ -13,7 +13,7 @@
 pub mod render;
 pub mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -71,8 +71,10 @@ pub struct Requests {
 pub struct Findings {
     /// Requests with at least one `flag` finding (allowed and recorded).
     pub flagged_requests: u64,
-    /// Findings per category (a finding naming two categories counts in both).
+    /// Flagged requests per category (a request flagged for two categories counts in
+    /// both; flagged on input and output, once).
     pub by_category: BTreeMap<String, u64>,
+    /// Findings per check (`local_filters`, `moderation`, `output_moderation`).
     pub by_stage: BTreeMap<String, u64>,
     /// Secrets or PII redacted before forwarding.
     pub redactions: u64,
@@ -152,6 +154,9 @@ pub async fn build(store: &Store, since_ms: i64, until_ms: i64) -> Result<Report
 
 #[derive(Default)]
 struct Tally {
+    /// (request, category) pairs already counted, and flagged requests.
+    flagged_pairs: HashSet<(String, String)>,
+    flagged_ids: HashSet<String>,
     requests: Requests,
     flags: Findings,
     blocks: Blocks,
@@ -240,7 +245,9 @@ impl Tally {
 
     fn flag(&mut self, e: &StoredEvent, detail: Option<&serde_json::Value>) {
         let found = flags_of(detail);
-        if found.iter().any(|f| f.action == flags::FLAG) {
+        if found.iter().any(|f| f.action == flags::FLAG)
+            && self.flagged_ids.insert(e.request_id.clone())
+        {
             self.flags.flagged_requests += 1;
         }
         let mut failed_open = false;
@@ -249,7 +256,12 @@ impl Tally {
                 flags::FLAG => {
                     bump(&mut self.flags.by_stage, &flag.stage);
                     for category in &flag.categories {
-                        bump(&mut self.flags.by_category, category);
+                        if self
+                            .flagged_pairs
+                            .insert((e.request_id.clone(), category.clone()))
+                        {
+                            bump(&mut self.flags.by_category, category);
+                        }
                     }
                 }
                 flags::FAIL_OPEN => {
@@ -326,3 +338,6 @@ fn list(actions: &mut Actions, e: &StoredEvent, reason: &str, detail: Option<ser
         actions.list_truncated = true;
     }
 }
+
+#[cfg(test)]
+mod tests;
