@@ -51,10 +51,9 @@ fn event(i: usize) -> EventRecord {
 }
 
 async fn throughput(store: &Store) -> f64 {
-    let log = EventLog::start(vec![Box::new(StoreSink::new(
-        store.clone(),
-        Duration::from_secs(60),
-    )) as Box<dyn EventSink>]);
+    let log = EventLog::start(vec![
+        Box::new(StoreSink::new(store.clone(), Duration::from_secs(60))) as Box<dyn EventSink>,
+    ]);
     let before = store.count_events().await.unwrap();
     let started = Instant::now();
     let mut i = 0;
@@ -77,7 +76,9 @@ async fn throughput(store: &Store) -> f64 {
 /// commits per second and the wait of each.
 async fn durable(store: &Store) -> (f64, Vec<Duration>) {
     let log = EventLog::start_with(
-        vec![Box::new(StoreSink::new(store.clone(), Duration::from_secs(60))) as Box<dyn EventSink>],
+        vec![
+            Box::new(StoreSink::new(store.clone(), Duration::from_secs(60))) as Box<dyn EventSink>,
+        ],
         EventOptions::default(),
     );
     let waits = Arc::new(Mutex::new(Vec::new()));
