@@ -282,3 +282,58 @@ async fn answered_blocks_and_flags_survive_kill_9_under_load_postgres() {
     kill_under_load(Some(url.clone()), &url).await;
     drop_database(&name).await;
 }
+
+/// Two replicas writing to one PostgreSQL: each keeps its own chain, both verify, and an
+/// edit in one chain is reported against that chain only.
+#[tokio::test]
+async fn replicas_sharing_postgres_keep_one_chain_each() {
+    let (url, name) = fresh_postgres().await;
+    let options = || Options {
+        storage_url: Some(url.clone()),
+        ..Options::default()
+    };
+    let mut a = Warden::start_with(options());
+    let mut b = Warden::start_with(options());
+    for i in 0..5 {
+        let user = format!("u{i}");
+        post(&a, "/v1/chat/completions", Some(&user), &chat_body()).await;
+        post(&b, "/v1/chat/completions", Some(&user), &chat_body()).await;
+    }
+    assert!(a.stop().success() && b.stop().success());
+    let (ok, out) = verify(&a);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("OK: 10 event(s) in 2 chain(s) verified"),
+        "{out}"
+    );
+
+    let db = Db::open(&url).await;
+    let chains = db
+        .strings("SELECT chain_id FROM audit_chains ORDER BY chain_id")
+        .await;
+    assert_eq!(chains.len(), 2);
+    let victim = db
+        .ids(&format!(
+            "SELECT id FROM events WHERE chain_id = '{}' AND chain_seq = 4",
+            chains[1]
+        ))
+        .await[0];
+    db.exec(&format!(
+        "UPDATE events SET model = 'gpt-5' WHERE id = {victim}"
+    ))
+    .await;
+    let (ok, out) = verify(&b);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("chain {}: 5 event(s), head seq 5: ok", chains[0])),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "first broken link at event {victim} (chain {}, seq 4)",
+            chains[1]
+        )),
+        "{out}"
+    );
+    drop_database(&name).await;
+}
