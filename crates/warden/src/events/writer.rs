@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,12 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Somewhere events go. A sink handles its own failures: it must not stop the others.
 pub trait EventSink: Send + Sync {
     fn write<'a>(&'a self, batch: &'a [EventRecord]) -> SinkFuture<'a>;
+
+    /// Whether the last `write` kept the batch (a durable sink that gave up says no, so
+    /// answers waiting on that batch are not told it is on record).
+    fn last_write_ok(&self) -> bool {
+        true
+    }
 }
 
 // Boxing the event would cost an allocation per request; flushes are rare.
@@ -30,8 +36,8 @@ pub trait EventSink: Send + Sync {
 enum Message {
     Event(EventRecord),
     /// An event whose answer waits until its batch reached every sink.
-    Durable(EventRecord, oneshot::Sender<()>),
-    Flush(oneshot::Sender<()>),
+    Durable(EventRecord, oneshot::Sender<bool>),
+    Flush(oneshot::Sender<bool>),
 }
 
 /// How events are kept (the validated `[events]` section).
@@ -99,20 +105,21 @@ impl EventLog {
     /// Queues an event and waits (at most `durable_timeout`) until its batch has been
     /// written to every sink — the store commit included. Group commit keeps this cheap:
     /// every answer waiting at the same moment shares one transaction. `false` when the
-    /// wait timed out or the writer is gone (the event may still be written later).
+    /// wait timed out, a sink gave up on the batch, or the writer is gone (after a timeout the
+    /// event may still be written later).
     pub async fn record_durable(&self, event: EventRecord) -> bool {
         let (done, wait) = oneshot::channel();
         let deadline = self.options.durable_timeout;
         let queued = tokio::time::timeout(deadline, self.tx.send(Message::Durable(event, done)));
         let committed = async {
             matches!(queued.await, Ok(Ok(())))
-                && matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(())))
+                && matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(true)))
         }
         .await;
         if !committed {
             tracing::warn!(
                 timeout_ms = deadline.as_millis() as u64,
-                "a blocked or flagged request's event was not committed in time; answering anyway"
+                "a blocked or flagged request's event was not committed (store failing or too slow); answering anyway"
             );
         }
         committed
@@ -166,14 +173,16 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
                 Err(_) => break,
             }
         }
+        let mut kept = true;
         if !batch.is_empty() {
             for sink in &sinks {
                 sink.write(&batch).await;
+                kept &= sink.last_write_ok();
             }
             batch.clear();
         }
         for done in waiting.drain(..) {
-            let _ = done.send(());
+            let _ = done.send(kept);
         }
     }
 }
@@ -182,7 +191,7 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
 fn take(
     message: Message,
     batch: &mut Vec<EventRecord>,
-    waiting: &mut Vec<oneshot::Sender<()>>,
+    waiting: &mut Vec<oneshot::Sender<bool>>,
 ) -> bool {
     match message {
         Message::Event(e) => {
@@ -237,6 +246,7 @@ pub struct StoreSink {
     store: Store,
     chain: Mutex<Head>,
     excerpt_retention: Duration,
+    last_ok: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -259,6 +269,7 @@ impl StoreSink {
                 hash: chain::GENESIS.to_owned(),
             }),
             excerpt_retention,
+            last_ok: AtomicBool::new(true),
         }
     }
 
@@ -303,6 +314,7 @@ impl EventSink for StoreSink {
                             current.seq = last.seq;
                             current.hash = last.hash.clone();
                         }
+                        self.last_ok.store(true, Ordering::Relaxed);
                         return;
                     }
                     Err(err) if attempt < 4 => {
@@ -312,10 +324,15 @@ impl EventSink for StoreSink {
                     }
                     Err(err) => {
                         tracing::error!(%err, lost = batch.len(), "event batch could not be stored");
+                        self.last_ok.store(false, Ordering::Relaxed);
                     }
                 }
             }
         })
+    }
+
+    fn last_write_ok(&self) -> bool {
+        self.last_ok.load(Ordering::Relaxed)
     }
 }
 
@@ -377,5 +394,24 @@ mod tests {
         log.record(event("background"));
         assert!(log.record_durable(event("answered")).await);
         assert_eq!(*seen.lock().unwrap(), ["background", "answered"]);
+    }
+
+    struct Failing;
+
+    impl EventSink for Failing {
+        fn write<'a>(&'a self, _: &'a [EventRecord]) -> SinkFuture<'a> {
+            Box::pin(async {})
+        }
+
+        fn last_write_ok(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_durable_event_is_not_reported_kept_when_a_sink_gave_up() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = EventLog::start(vec![Box::new(Collect(seen.clone())), Box::new(Failing)]);
+        assert!(!log.record_durable(event("lost")).await);
     }
 }
