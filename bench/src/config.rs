@@ -67,6 +67,9 @@ end_user = "required"
     text
 }
 
+/// Appended for `--event-store false`: events reach the log line and metrics only.
+pub const EVENT_STORE_OFF: &str = "\n[events]\nstore = false\n";
+
 const CORE: &str = r#"
 [limits]
 enabled = false

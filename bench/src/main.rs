@@ -52,6 +52,10 @@ struct Args {
     /// Which Warden stages are on.
     #[arg(long, value_enum, default_value_t = Pipeline::Core)]
     pipeline: Pipeline,
+    /// Whether Warden stores its events (`[events] store`); `false` measures the event
+    /// log's cost on the hot path (events still go to the log line and metrics).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    event_store: bool,
     /// Also measure streaming chat (time to first and to last byte).
     #[arg(long)]
     stream: bool,
@@ -146,6 +150,7 @@ impl Args {
             "timeout_ms": self.timeout_ms,
             "pipeline": self.pipeline.name(),
             "pipeline_stages": self.pipeline.describe(),
+            "event_store": self.event_store,
             "modes": plan.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "workload": "POST /v1/chat/completions, ~2 KB body, gpt-4o-mini; warden: virtual key, X-Warden-User over 1000 users, end_user required, safety_identifier on",
         })
@@ -163,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         connections: args.connections,
         threads: args.threads,
         pipeline: args.pipeline,
+        event_store: args.event_store,
         settings,
     })?;
     report.print()?;

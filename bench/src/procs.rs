@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{warden_config, Pipeline};
+use crate::config::{warden_config, Pipeline, EVENT_STORE_OFF};
 use crate::workload::{UPSTREAM_KEY, VIRTUAL_KEY};
 
 /// How long a server may take to print its listening line.
@@ -105,11 +105,15 @@ pub fn start_warden(
     scratch: &Scratch,
     standin: SocketAddr,
     pipeline: Pipeline,
+    event_store: bool,
 ) -> anyhow::Result<(Server, SocketAddr)> {
     let config_path = scratch.path().join("warden.toml");
     let db = scratch.path().join("warden.db");
-    std::fs::write(&config_path, warden_config(pipeline, standin, &db))
-        .context("writing the Warden config")?;
+    let mut config = warden_config(pipeline, standin, &db);
+    if !event_store {
+        config.push_str(EVENT_STORE_OFF);
+    }
+    std::fs::write(&config_path, config).context("writing the Warden config")?;
     let mut command = Command::new(binary(bin_dir, "warden")?);
     command
         .arg("serve")

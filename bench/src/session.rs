@@ -26,6 +26,8 @@ pub struct Options {
     pub connections: usize,
     pub threads: usize,
     pub pipeline: Pipeline,
+    /// `[events] store` of the Warden under test.
+    pub event_store: bool,
     /// Echoed into the JSON report.
     pub settings: serde_json::Value,
 }
@@ -45,8 +47,13 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     // Declared first so it is dropped last, after both servers are killed.
     let scratch = Scratch::create()?;
     let (standin, standin_addr) = procs::start_standin(&options.bin_dir, &scratch)?;
-    let (mut warden, warden_addr) =
-        procs::start_warden(&options.bin_dir, &scratch, standin_addr, options.pipeline)?;
+    let (mut warden, warden_addr) = procs::start_warden(
+        &options.bin_dir,
+        &scratch,
+        standin_addr,
+        options.pipeline,
+        options.event_store,
+    )?;
     eprintln!(
         "warden-bench: stand-in on {standin_addr}, warden on {warden_addr} (pipeline {}); about {:.0} s of load",
         options.pipeline.name(),

@@ -60,6 +60,7 @@ fn context() -> RequestContext {
         country: None,
         tier_override: None,
         response_headers: Vec::new(),
+        audit: Default::default(),
     }
 }
 

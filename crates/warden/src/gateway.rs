@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Problems, Secrets};
 use crate::enforcement::Enforcement;
-use crate::events::{EventLog, EventSink, LogSink, Metrics, StoreSink};
+use crate::events::{EventLog, EventOptions, EventSink, LogSink, Metrics, StoreSink};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::safety_id::SafetyIdentifiers;
 use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
@@ -67,13 +67,16 @@ impl Gateway {
 
         let metrics = Metrics::default();
         let (offence_sink, offences) = crate::enforcement::offence_channel(&config.enforcement);
-        let sinks: Vec<Box<dyn EventSink>> = vec![
-            Box::new(LogSink),
-            Box::new(metrics.clone()),
-            Box::new(StoreSink(store.clone())),
-            Box::new(offence_sink),
-        ];
-        let events = EventLog::start(sinks);
+        let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(LogSink), Box::new(metrics.clone())];
+        if config.events.store {
+            sinks.push(Box::new(StoreSink::new(
+                store.clone(),
+                config.events.excerpt_retention,
+            )));
+            crate::events::sweeper::spawn(store.clone(), config.events.clone());
+        }
+        sinks.push(Box::new(offence_sink));
+        let events = EventLog::start_with(sinks, EventOptions::from_config(&config.events)?);
         let enforcement = Enforcement::new(
             config.enforcement.clone(),
             store.clone(),

@@ -1,12 +1,14 @@
-//! The command line: `serve`, `check-config`, `keys`, `demo`, `lockdown`. Printing is this module's
-//! job, so it may write to stdout.
+//! The command line: `serve`, `check-config`, `keys`, `users`, `cases`, `lockdown`,
+//! `audit`, `report`, `demo`. Printing is this module's job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
+mod audit;
 mod cases;
 mod check_config;
 mod demo;
 mod keys;
 mod lockdown;
+mod report;
 mod serve;
 mod users;
 
@@ -72,6 +74,16 @@ enum Command {
     },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
     Demo(demo::DemoArgs),
+    /// Check the event log's hash chains (exit 1 at the first broken link).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The evidence report for a period: moderation coverage, flags, blocks, actions.
+    Report(report::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -95,6 +107,8 @@ pub fn main() -> ExitCode {
             Command::Cases { command, config } => cases::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Lockdown { command, config } => lockdown::run(command, config).await,
+            Command::Audit { command, config } => return audit::run(command, config).await,
+            Command::Report(args) => report::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -71,7 +71,10 @@ pub async fn run(command: UsersCommand, config: Option<PathBuf>) -> anyhow::Resu
         .get(&config.identity.safety_identifier_secret_env)
         .map(crate::secret::Secret::new);
     let safety_ids = crate::gateway::safety_identifiers(secret.as_ref(), &store).await?;
-    let sinks: Vec<Box<dyn EventSink>> = vec![Box::new(StoreSink(store.clone()))];
+    let sinks: Vec<Box<dyn EventSink>> = vec![Box::new(StoreSink::new(
+        store.clone(),
+        config.events.excerpt_retention,
+    ))];
     let events = EventLog::start(sinks);
     let (_, offences) = crate::enforcement::offence_channel(&config.enforcement);
     let enforcement = Enforcement::new(

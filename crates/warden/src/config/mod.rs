@@ -5,6 +5,7 @@ pub mod abuse;
 pub mod alerts;
 pub mod enforcement;
 pub mod env;
+pub mod events;
 pub mod filters;
 pub mod geo;
 pub mod limits;
@@ -52,6 +53,8 @@ pub struct Config {
     pub abuse: abuse::AbuseConfig,
     pub alerts: alerts::AlertsConfig,
     pub lockdown: lockdown::LockdownConfig,
+    /// `[events]`: store switch, durable wait, excerpts, retention.
+    pub events: events::EventsConfig,
 }
 
 /// `[safety]`: content safety policy.

@@ -107,6 +107,8 @@ pub struct RawConfig {
     pub abuse: Option<toml::Value>,
     pub alerts: Option<toml::Value>,
     pub lockdown: Option<toml::Value>,
+    /// `[events]`, read in `config/events.rs`.
+    pub events: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -128,6 +130,7 @@ const SECTIONS: &[&str] = &[
     "abuse",
     "alerts",
     "lockdown",
+    "events",
 ];
 
 impl RawConfig {
@@ -161,6 +164,7 @@ impl RawConfig {
                 "abuse" => raw.abuse = Some(value.clone()),
                 "alerts" => raw.alerts = Some(value.clone()),
                 "lockdown" => raw.lockdown = Some(value.clone()),
+                "events" => raw.events = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

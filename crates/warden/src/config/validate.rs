@@ -176,6 +176,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         abuse: super::abuse::validate(raw.abuse.as_ref(), problems),
         alerts: super::alerts::validate(raw.alerts.as_ref(), problems),
         lockdown: super::lockdown::validate(raw.lockdown.as_ref(), problems),
+        events: super::events::validate(raw.events.as_ref(), problems),
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

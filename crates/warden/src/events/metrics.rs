@@ -191,7 +191,7 @@ mod tests {
             latency_us,
             upstream_us,
             detail: None,
-            country: None,
+            ..EventRecord::default()
         }
     }
 

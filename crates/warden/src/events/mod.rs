@@ -1,14 +1,21 @@
 //! Every decision becomes an event, recorded through one interface. The hot path only
 //! queues; a background writer batches events to the sinks (log lines, the store).
 
+pub mod chain;
+pub mod content;
+pub mod flags;
 mod metrics;
+pub mod sweeper;
+pub mod verify;
 mod writer;
 
+pub use flags::{AuditNotes, Flag};
 pub use metrics::Metrics;
 
-pub use writer::{EventLog, EventSink, LogSink, SinkFuture, StoreSink};
+pub use writer::{EventLog, EventOptions, EventSink, LogSink, SinkFuture, StoreSink};
 
 /// One row of the event log, flat so both store backends and the log line share it.
+/// Other kinds are built with `..Default::default()`: `flag`, `enforcement`, `admin`, `case`.
 #[derive(Debug, Clone, Default)]
 pub struct EventRecord {
     pub request_id: String,
@@ -29,10 +36,19 @@ pub struct EventRecord {
     pub reason: Option<String>,
     pub latency_us: i64,
     pub upstream_us: Option<i64>,
-    /// Stage trail and extras as compact JSON.
+    /// Stage trail and extras as compact JSON; `flags` holds the structured findings
+    /// (`events::Flag`) the report counts by category.
     pub detail: Option<String>,
     /// ISO country code of the client IP, when `[geo]` has a database that places it.
     pub country: Option<String>,
+    /// SHA-256 (hex) of the request's user text as the filters scan it, and its length in
+    /// bytes: the content itself is never stored.
+    pub content_sha256: Option<String>,
+    pub content_len: Option<i64>,
+    /// Opt-in (`[events] keep_flagged_excerpts`): a redacted excerpt of the flagged text,
+    /// stored apart from the event (outside the hash chain) and deleted after
+    /// `retention_days`.
+    pub excerpt: Option<String>,
 }
 
 pub fn now_ms() -> i64 {

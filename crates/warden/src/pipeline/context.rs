@@ -69,6 +69,8 @@ pub struct RequestContext {
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The client IP's country (`network_policy` stage), when a geo database places it.
     pub country: Option<crate::geo::Country>,
+    /// Structured findings and moderation coverage for the event log and the report.
+    pub audit: crate::events::AuditNotes,
 }
 
 impl RequestContext {
@@ -104,6 +106,7 @@ impl RequestContext {
             tier_override: None,
             response_headers: Vec::new(),
             country: None,
+            audit: Default::default(),
         }
     }
 

@@ -32,7 +32,7 @@ pub async fn handle(
                 "unknown",
                 ip.to_string(),
             );
-            return refuse(recorder, &err, &request_id);
+            return refuse(recorder, &err, &request_id).await;
         }
     };
     let mut recorder = Recorder::new(
@@ -60,12 +60,20 @@ pub async fn handle(
     recorder.learn(&ctx);
     gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let Err(err) = ran {
-        return refuse(recorder, &err, &ctx.request_id);
+        recorder.blocked_by(&err, &ctx);
+        return refuse(recorder, &err, &ctx.request_id).await;
     }
 
-    let reply = match gateway.upstream.send(&ctx).await {
+    // A flagged request's `flag` event is committed while upstream works on the answer.
+    let sent = if recorder.has_pending_flags() {
+        let (sent, ()) = tokio::join!(gateway.upstream.send(&ctx), recorder.persist_flags());
+        sent
+    } else {
+        gateway.upstream.send(&ctx).await
+    };
+    let reply = match sent {
         Ok(reply) => reply,
-        Err(err) => return refuse(recorder, &err, &ctx.request_id),
+        Err(err) => return refuse(recorder, &err, &ctx.request_id).await,
     };
     let (mut head, upstream_body) = reply.response.into_parts();
     recorder.answered(head.status.as_u16(), Some(reply.elapsed));
@@ -145,7 +153,7 @@ async fn relay_refusal(
     .await;
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
-        _ => return refuse(recorder, &WardenError::UpstreamUnavailable, &ctx.request_id),
+        _ => return refuse(recorder, &WardenError::UpstreamUnavailable, &ctx.request_id).await,
     };
     if let (Some(sid), Some(key), Some(user)) = (
         ctx.safety_identifier.as_deref(),
@@ -167,8 +175,13 @@ async fn relay_refusal(
     Response::from_parts(head, ProxyBody::full(bytes))
 }
 
-/// Warden's own answer to a refused or failed request, recorded with its reason.
-fn refuse(mut recorder: Recorder, err: &WardenError, request_id: &str) -> Response<ProxyBody> {
+/// Warden's own answer to a refused or failed request, recorded with its reason. The
+/// event is committed before the answer goes out (bounded by `events.durable_timeout_ms`).
+async fn refuse(
+    mut recorder: Recorder,
+    err: &WardenError,
+    request_id: &str,
+) -> Response<ProxyBody> {
     if let WardenError::ContentFiltered(block) = err {
         recorder.note(
             crate::enforcement::offences::BLOCKED_NOTE,
@@ -182,7 +195,7 @@ fn refuse(mut recorder: Recorder, err: &WardenError, request_id: &str) -> Respon
     } else {
         Outcome::Blocked
     };
-    recorder.finish(outcome, Some(err.code()));
+    recorder.close_durable(outcome, Some(err.code())).await;
     response.map(ProxyBody::full)
 }
 

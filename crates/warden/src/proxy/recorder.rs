@@ -1,15 +1,31 @@
-//! Makes sure every request leaves exactly one event: answered, refused, failed, or
-//! abandoned by the client (recorded when the recorder is dropped unfinished).
+//! Makes sure every request leaves exactly one `request` event: answered, refused, failed,
+//! or abandoned by the client (recorded when the recorder is dropped unfinished).
+//!
+//! Blocks and flags are decisions someone may ask about later, so they are on record
+//! before the client hears of them: a refusal's event is committed before the refusal is
+//! sent (`close_durable`), and a flagged request that goes on gets a `flag` event
+//! committed before its answer is released (`persist_flags`, overlapped with the upstream
+//! call). Everything else is fire-and-forget.
 
 use std::time::{Duration, Instant};
 
+use crate::error::WardenError;
+use crate::events::content;
+use crate::events::flags::{self, Flag};
 use crate::events::{now_ms, EventLog, EventRecord};
+use crate::json_body::JsonBody;
 use crate::pipeline::{RequestContext, Verdict};
 
 pub struct Recorder {
     events: EventLog,
     started: Instant,
     record: Option<EventRecord>,
+    trail: Vec<String>,
+    findings: Vec<String>,
+    flags: Vec<Flag>,
+    /// Flags already written in a `flag` event.
+    persisted: usize,
+    moderated: bool,
 }
 
 pub enum Outcome {
@@ -44,25 +60,23 @@ impl Recorder {
                 request_id: request_id.to_owned(),
                 at_ms: now_ms(),
                 kind: "request",
-                key_name: None,
-                end_user: None,
-                safety_identifier: None,
                 client_ip: Some(client_ip),
                 endpoint,
-                model: None,
-                stream: false,
-                status: 0,
                 outcome: "cancelled",
                 reason: Some("client_disconnected".into()),
-                latency_us: 0,
-                upstream_us: None,
-                detail: None,
                 country: None,
+                ..EventRecord::default()
             }),
+            trail: Vec::new(),
+            findings: Vec::new(),
+            flags: Vec::new(),
+            persisted: 0,
+            moderated: false,
         }
     }
 
-    /// Copies what the pipeline learned (key, user, model, stage trail).
+    /// Copies what the pipeline learned (key, user, model, stage trail, findings) and
+    /// the digest of the request's user text.
     pub fn learn(&mut self, ctx: &RequestContext) {
         let Some(record) = self.record.as_mut() else {
             return;
@@ -73,7 +87,7 @@ impl Recorder {
         record.model = ctx.model.clone();
         record.stream = ctx.stream;
         record.country = ctx.country.map(|c| c.as_str().to_owned());
-        let trail: Vec<String> = ctx
+        self.trail = ctx
             .trail
             .iter()
             .map(|s| {
@@ -85,34 +99,106 @@ impl Recorder {
                 format!("{}:{verdict}", s.stage)
             })
             .collect();
-        let mut detail = serde_json::json!({ "trail": trail });
-        if !ctx.findings.is_empty() {
-            let findings: Vec<String> = ctx
-                .findings
-                .iter()
-                .map(|f| format!("{}:{}", f.stage, f.note))
-                .collect();
-            detail["findings"] = findings.into();
+        self.findings = ctx
+            .findings
+            .iter()
+            .map(|f| format!("{}:{}", f.stage, f.note))
+            .collect();
+        self.flags.extend(ctx.audit.flags.iter().cloned());
+        self.moderated = ctx.audit.moderated;
+        if let Some(body) = ctx.body.as_ref() {
+            // The digest is of the text as the filters scanned it: before any redaction.
+            let redacted = ctx.audit.flags.iter().any(|f| f.action == flags::REDACT);
+            let digest = if redacted {
+                JsonBody::parse(&ctx.raw_body)
+                    .ok()
+                    .and_then(|original| content::digest(ctx.endpoint, &original))
+            } else {
+                content::digest(ctx.endpoint, body)
+            };
+            if let Some((sha256, len)) = digest {
+                record.content_sha256 = Some(sha256);
+                record.content_len = Some(len);
+            }
+            let flagged = self.flags.iter().find(|f| f.must_be_durable());
+            if let (Some(excerpts), Some(flag)) = (&self.events.options().excerpts, flagged) {
+                record.excerpt = excerpts.of(ctx.endpoint, body, flag.param.as_deref());
+            }
         }
-        record.detail = Some(detail.to_string());
+    }
+
+    /// Records what refused the request: for a content block, the stage, field,
+    /// categories and scores (and an excerpt when the operator keeps them).
+    pub fn blocked_by(&mut self, err: &WardenError, ctx: &RequestContext) {
+        let WardenError::ContentFiltered(block) = err else {
+            return;
+        };
+        let stage = ctx
+            .trail
+            .iter()
+            .rev()
+            .find(|s| s.verdict.is_none())
+            .map_or("content_filter", |s| s.stage);
+        self.flags.push(flags::of_block(stage, block));
+        if let (Some(record), Some(excerpts), Some(body)) = (
+            self.record.as_mut(),
+            &self.events.options().excerpts,
+            ctx.body.as_ref(),
+        ) {
+            record.excerpt = excerpts.of(ctx.endpoint, body, Some(&block.param));
+        }
     }
 
     /// Adds a finding noticed after the pipeline ran (output moderation) to the detail.
     pub fn note(&mut self, stage: &str, note: &str) {
-        let Some(record) = self.record.as_mut() else {
-            return;
-        };
-        let mut detail: serde_json::Value = record
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .unwrap_or_else(|| serde_json::json!({}));
-        let entry = serde_json::Value::from(format!("{stage}:{note}"));
-        match detail.get_mut("findings").and_then(|f| f.as_array_mut()) {
-            Some(findings) => findings.push(entry),
-            None => detail["findings"] = serde_json::json!([entry]),
+        self.findings.push(format!("{stage}:{note}"));
+    }
+
+    /// Adds a structured finding noticed after the pipeline ran (output moderation).
+    pub fn flag(&mut self, flag: Flag) {
+        self.flags.push(flag);
+    }
+
+    /// Whether flags wait to be written before the answer is released.
+    pub fn has_pending_flags(&self) -> bool {
+        self.flags[self.persisted..]
+            .iter()
+            .any(Flag::must_be_durable)
+    }
+
+    /// Writes the flags not yet on record as one `flag` event and waits (bounded) for its
+    /// commit. Call before releasing an answer that follows a flag.
+    pub async fn persist_flags(&mut self) {
+        if let Some(event) = self.flag_event() {
+            self.events.record_durable(event).await;
         }
-        record.detail = Some(detail.to_string());
+    }
+
+    fn flag_event(&mut self) -> Option<EventRecord> {
+        if !self.has_pending_flags() {
+            return None;
+        }
+        let record = self.record.as_mut()?;
+        // The excerpt goes with the flag (stored once).
+        let excerpt = record.excerpt.take();
+        let pending: Vec<&Flag> = self.flags[self.persisted..]
+            .iter()
+            .filter(|f| f.must_be_durable())
+            .collect();
+        let reason = pending.first().map(|f| f.action.clone());
+        let detail = serde_json::json!({ "flags": pending }).to_string();
+        self.persisted = self.flags.len();
+        Some(EventRecord {
+            kind: "flag",
+            outcome: "flagged",
+            status: 0,
+            reason,
+            latency_us: self.started.elapsed().as_micros() as i64,
+            upstream_us: None,
+            detail: Some(detail),
+            excerpt,
+            ..record.clone()
+        })
     }
 
     /// The response head is going out: its status and how long Warden and upstream took.
@@ -128,15 +214,44 @@ impl Recorder {
         self.close(outcome, reason);
     }
 
+    /// Finishes and waits (bounded) until the event is committed: for refusals and
+    /// blocks, before the client is told.
+    pub async fn close_durable(mut self, outcome: Outcome, reason: Option<&str>) {
+        // Flags noticed before the block get their own event, queued first so it is
+        // committed no later than the block's.
+        if let Some(flag_event) = self.flag_event() {
+            self.events.record(flag_event);
+        }
+        if let Some(record) = self.take_record(outcome, reason) {
+            self.events.record_durable(record).await;
+        }
+    }
+
     pub fn close(&mut self, outcome: Outcome, reason: Option<&str>) {
-        if let Some(mut record) = self.record.take() {
-            record.outcome = outcome.label();
-            record.reason = reason.map(str::to_owned);
-            if record.latency_us == 0 {
-                record.latency_us = self.started.elapsed().as_micros() as i64;
-            }
+        if let Some(record) = self.take_record(outcome, reason) {
             self.events.record(record);
         }
+    }
+
+    fn take_record(&mut self, outcome: Outcome, reason: Option<&str>) -> Option<EventRecord> {
+        let mut record = self.record.take()?;
+        record.outcome = outcome.label();
+        record.reason = reason.map(str::to_owned);
+        if record.latency_us == 0 {
+            record.latency_us = self.started.elapsed().as_micros() as i64;
+        }
+        let mut detail = serde_json::json!({ "trail": self.trail });
+        if !self.findings.is_empty() {
+            detail["findings"] = serde_json::json!(self.findings);
+        }
+        if !self.flags.is_empty() {
+            detail["flags"] = serde_json::json!(self.flags);
+        }
+        if self.moderated {
+            detail["moderated"] = true.into();
+        }
+        record.detail = Some(detail.to_string());
+        Some(record)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::WardenError;
+use crate::events::flags::{self, Flag};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
 use crate::safety::blocked::ContentFilter;
 use crate::safety::filters::normalize::Normalizer;
@@ -31,6 +32,7 @@ impl LocalFilters {
         let mut replacements = Vec::new();
         let mut blocked: Option<ContentFilter> = None;
         let mut notes = Vec::new();
+        let mut found_flags = Vec::new();
         for found in text::texts(ctx.endpoint, body) {
             let scan = self.scanner.scan_with(&mut fold, &found.text);
             let score = scan.jailbreak.score;
@@ -41,6 +43,15 @@ impl LocalFilters {
             }
             if score >= policy.flag_threshold {
                 let families: Vec<&str> = scan.jailbreak.families.iter().map(|f| &**f).collect();
+                if score < policy.block_threshold {
+                    found_flags.push(
+                        Flag::new(STAGE, flags::FLAG)
+                            .categories(["jailbreak"])
+                            .scores(vec![("jailbreak".into(), score)])
+                            .param(found.param.clone())
+                            .rule(families.join(",")),
+                    );
+                }
                 details.push(("jailbreak".into(), score));
                 notes.push(format!(
                     "jailbreak {score:.2} [{}] at {}",
@@ -49,6 +60,14 @@ impl LocalFilters {
                 ));
             }
             for finding in &scan.findings {
+                if finding.action != Action::Block && finding.action != Action::Score {
+                    found_flags.push(
+                        Flag::new(STAGE, finding.action.label())
+                            .categories([&*finding.category])
+                            .param(found.param.clone())
+                            .rule(&*finding.rule),
+                    );
+                }
                 notes.push(format!(
                     "{}:{} {} at {}",
                     finding.category,
@@ -81,6 +100,7 @@ impl LocalFilters {
         }
         ctx.findings
             .extend(notes.into_iter().map(|note| Finding { stage: STAGE, note }));
+        ctx.audit.flags.extend(found_flags);
         if let Some(block) = blocked {
             return Err(WardenError::ContentFiltered(Box::new(block)));
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
+use crate::events::flags::{self, Flag};
 use crate::pipeline::{Finding, RequestContext, Stage, Step, Verdict};
 use crate::safety::blocked::ContentFilter;
 use crate::safety::moderation::pieces;
@@ -41,12 +42,20 @@ impl Moderate {
                 stage: "moderation",
                 note: format!("fail_open:{}", why.label()),
             });
+            ctx.audit
+                .flags
+                .push(Flag::new("moderation", flags::FAIL_OPEN).rule(why.label()));
+        } else {
+            ctx.audit.moderated = true;
         }
         for hit in &checked.flagged {
             ctx.findings.push(Finding {
                 stage: "moderation",
                 note: format!("flag:{}:{}", hit.param, hit.categories.names().join(",")),
             });
+            ctx.audit
+                .flags
+                .push(flags::of_hit("moderation", flags::FLAG, hit));
         }
         match checked.blocked.into_iter().next() {
             Some(hit) => Err(WardenError::ContentFiltered(Box::new(ContentFilter::from(

@@ -50,5 +50,6 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         tier_override: None,
         response_headers: Vec::new(),
         country: None,
+        audit: Default::default(),
     }
 }

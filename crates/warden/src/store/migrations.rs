@@ -43,6 +43,43 @@ const STEPS: &[(i64, &str)] = &[
     CREATE INDEX events_user ON events (key_name, end_user);",
     ),
     (
+        // Event log: content digest, the audit hash chain (one chain per writer process),
+        // chain heads and retention checkpoints, and opt-in excerpts kept outside the chain.
+        2,
+        "ALTER TABLE events ADD COLUMN content_sha256 TEXT;
+    ALTER TABLE events ADD COLUMN content_len BIGINT;
+    ALTER TABLE events ADD COLUMN chain_id TEXT;
+    ALTER TABLE events ADD COLUMN chain_seq BIGINT;
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE UNIQUE INDEX events_chain ON events (chain_id, chain_seq);
+    CREATE INDEX events_kind_at ON events (kind, at_ms);
+    CREATE TABLE audit_chains (
+        chain_id TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        last_hash TEXT NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        chain_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        cut_at BIGINT NOT NULL,
+        events_deleted BIGINT NOT NULL,
+        PRIMARY KEY (chain_id, seq)
+    );
+    CREATE TABLE event_excerpts (
+        id {id},
+        request_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        excerpt TEXT NOT NULL
+    );
+    CREATE INDEX event_excerpts_request ON event_excerpts (request_id);
+    CREATE INDEX event_excerpts_expiry ON event_excerpts (expires_at);",
+    ),
+    (
         3,
         // End users Warden has seen (the safety_identifier -> user map OpenAI's notices
         // need), their standing, and the strikes behind it. Strikes are append-only rows
@@ -141,7 +178,8 @@ pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
             .iter()
             .map(|row| row.try_get::<i64, _>("version"))
             .collect::<Result<_, _>>()?;
-        // Each step once, whatever else a database already has (steps are independent).
+        // Every missing version, not just those above the highest: steps are developed
+        // on parallel branches, so a database may have 3 applied before 2 exists.
         for (version, ddl) in STEPS.iter().filter(|s| !applied.contains(&s.0)) {
             sqlx::raw_sql(&ddl.replace("{id}", id_column))
                 .execute(&mut *tx)

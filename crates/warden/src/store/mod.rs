@@ -12,6 +12,7 @@ macro_rules! on_pool {
     };
 }
 
+pub mod audit;
 mod lockdown;
 mod migrations;
 mod notices;
@@ -213,39 +214,32 @@ impl Store {
         })
     }
 
-    /// Writes a batch of events as one multi-row INSERT (the group commit): one round
-    /// trip to the database per batch, not per event.
+    /// Writes events outside the event log's writer (tools, one-off imports): they get a
+    /// chain of their own (new chain id, genesis start, head recorded), so `warden audit
+    /// verify` still checks them. The gateway's writer uses `append_chained` with its
+    /// long-lived chain instead; prefer `EventLog::record` wherever a gateway runs.
     pub async fn append_events(&self, events: &[EventRecord]) -> Result<(), StoreError> {
-        // 17 columns per row: well under both engines' bind-parameter limits.
-        for chunk in events.chunks(1000) {
-            on_pool!(self, pool => {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO events (request_id, at_ms, kind, key_name, end_user, safety_identifier, \
-                     client_ip, endpoint, model, stream, status, outcome, reason, latency_us, upstream_us, detail, country) ",
-                );
-                insert.push_values(chunk, |mut row, e| {
-                    row.push_bind(&e.request_id)
-                        .push_bind(e.at_ms)
-                        .push_bind(e.kind)
-                        .push_bind(&e.key_name)
-                        .push_bind(&e.end_user)
-                        .push_bind(&e.safety_identifier)
-                        .push_bind(&e.client_ip)
-                        .push_bind(e.endpoint)
-                        .push_bind(&e.model)
-                        .push_bind(e.stream)
-                        .push_bind(i32::from(e.status))
-                        .push_bind(e.outcome)
-                        .push_bind(&e.reason)
-                        .push_bind(e.latency_us)
-                        .push_bind(e.upstream_us)
-                        .push_bind(&e.detail)
-                        .push_bind(&e.country);
-                });
-                insert.build().execute(pool).await?;
-            });
-        }
-        Ok(())
+        use crate::events::chain::{new_chain_id, Link, GENESIS};
+        let chain_id = new_chain_id();
+        let mut prev = GENESIS.to_owned();
+        let positions: Vec<audit::ChainPosition> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let seq = i as i64 + 1;
+                let hash = Link::of(&chain_id, seq, e).hash(&prev);
+                audit::ChainPosition {
+                    seq,
+                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                }
+            })
+            .collect();
+        let now = crate::events::now_ms();
+        let keep = crate::config::events::EventsConfig::default().excerpt_retention;
+        let expires = now.saturating_add(keep.as_millis() as i64);
+        self.append_chained(&chain_id, now, events, &positions, expires)
+            .await
     }
 
     pub async fn count_events(&self) -> Result<i64, StoreError> {

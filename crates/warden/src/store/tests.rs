@@ -83,10 +83,13 @@ async fn exercise(store: &Store) {
         latency_us: 10,
         upstream_us: Some(5),
         detail: None,
-        country: None,
+        ..EventRecord::default()
     };
     store.append_events(&[event.clone(), event]).await.unwrap();
     assert!(store.count_events().await.unwrap() >= before + 2);
+    // Written outside the gateway's writer, still chained and verifiable.
+    let chains = store.audit_chains().await.unwrap();
+    assert!(chains.iter().any(|c| c.last_seq == 2));
 }
 
 #[tokio::test]

@@ -23,8 +23,12 @@ use super::observe::{RelayEnd, ResponseObserver};
 use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
+use crate::events::flags::{self, Flag};
 use crate::pipeline::RequestContext;
 use crate::safety::moderation::{Moderator, Side};
+
+/// The stage name output findings carry in events.
+pub const OUTPUT_STAGE: &str = "output_moderation";
 
 /// Whether this answer gets output moderation: successful answers of the endpoints
 /// that carry model text.
@@ -73,12 +77,13 @@ pub async fn respond(
                 observers,
                 WardenError::ModerationUnavailable("output_unreadable"),
                 &ctx.request_id,
-            );
+            )
+            .await;
         }
     };
     let (bytes, blocked) = match moderate_answer(&moderator, ctx, &answer, &mut recorder).await {
         Ok(result) => result,
-        Err(err) => return refuse(recorder, observers, err, &ctx.request_id),
+        Err(err) => return refuse(recorder, observers, err, &ctx.request_id).await,
     };
     for observer in &mut observers {
         observer.frame(&bytes);
@@ -87,9 +92,14 @@ pub async fn respond(
     match blocked {
         Some(categories) => {
             recorder.note("moderation", &format!("output_block:{categories}"));
-            recorder.finish(Outcome::Blocked, Some("output_content_filter"));
+            recorder
+                .close_durable(Outcome::Blocked, Some("output_content_filter"))
+                .await;
         }
-        None => recorder.finish(Outcome::Allowed, None),
+        None => {
+            recorder.persist_flags().await;
+            recorder.finish(Outcome::Allowed, None);
+        }
     }
     Response::from_parts(head, ProxyBody::full(bytes))
 }
@@ -115,12 +125,17 @@ async fn moderate_answer(
         .map_err(|u| WardenError::ModerationUnavailable(u.0.label()))?;
     if let Some(why) = checked.failed_open {
         recorder.note("moderation", &format!("output_fail_open:{}", why.label()));
+        recorder.flag(Flag::new(OUTPUT_STAGE, flags::FAIL_OPEN).rule(why.label()));
     }
     for hit in &checked.flagged {
         recorder.note(
             "moderation",
             &format!("output_flag:{}", hit.categories.names().join(",")),
         );
+        recorder.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
+    }
+    for hit in &checked.blocked {
+        recorder.flag(flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit));
     }
     if checked.blocked.is_empty() {
         return Ok((answer.clone(), None));
@@ -140,7 +155,7 @@ async fn moderate_answer(
     Ok((Bytes::from(value.to_string()), Some(categories.join(","))))
 }
 
-fn refuse(
+async fn refuse(
     mut recorder: Recorder,
     mut observers: Vec<Box<dyn ResponseObserver>>,
     err: WardenError,
@@ -151,6 +166,8 @@ fn refuse(
     }
     let response = err.to_response(request_id);
     recorder.answered(response.status().as_u16(), None);
-    recorder.finish(Outcome::Failed, Some(err.code()));
+    recorder
+        .close_durable(Outcome::Failed, Some(err.code()))
+        .await;
     response.map(ProxyBody::full)
 }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::text::deltas;
+use super::OUTPUT_STAGE;
 use crate::endpoint::Endpoint;
+use crate::events::flags::{self, Flag};
 use crate::keys::VirtualKey;
 use crate::proxy::observe::{RelayEnd, ResponseObserver};
 use crate::proxy::recorder::{Outcome, Recorder};
@@ -224,25 +226,39 @@ impl Relay {
                     let categories = checked.blocked[0].categories.names().join(",");
                     tracing::info!(categories, "output blocked mid-stream");
                     state.held.clear();
+                    self.note(&format!("output_block:{categories}"));
+                    for hit in &checked.blocked {
+                        self.flag(flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit));
+                    }
+                    // On record before the client sees the block.
+                    for observer in &mut self.observers {
+                        observer.end(RelayEnd::Complete);
+                    }
+                    self.observers.clear();
+                    if let Some(recorder) = self.recorder.take() {
+                        recorder
+                            .close_durable(Outcome::Blocked, Some("output_content_filter"))
+                            .await;
+                    }
                     for bytes in block_events(self.endpoint, state) {
                         if tx.send(bytes).await.is_err() {
                             break;
                         }
                     }
-                    self.note(&format!("output_block:{categories}"));
-                    self.finish(
-                        RelayEnd::Complete,
-                        Outcome::Blocked,
-                        Some("output_content_filter"),
-                    );
                     return Step::Stop;
                 }
                 Ok(checked) => {
                     if let Some(why) = checked.failed_open {
                         self.note(&format!("output_fail_open:{}", why.label()));
+                        self.flag(Flag::new(OUTPUT_STAGE, flags::FAIL_OPEN).rule(why.label()));
                     }
                     for hit in &checked.flagged {
                         self.note(&format!("output_flag:{}", hit.categories.names().join(",")));
+                        self.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
+                    }
+                    // A flagged window is on record before it is released.
+                    if let Some(recorder) = self.recorder.as_mut() {
+                        recorder.persist_flags().await;
                     }
                     for (i, text) in std::mem::take(&mut state.pending) {
                         let tail = match state.passed_tail.iter_mut().find(|(j, _)| *j == i) {
@@ -297,6 +313,12 @@ impl Relay {
     fn note(&mut self, note: &str) {
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.note("moderation", note);
+        }
+    }
+
+    fn flag(&mut self, flag: Flag) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.flag(flag);
         }
     }
 
