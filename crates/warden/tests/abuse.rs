@@ -72,7 +72,7 @@ fn start(abuse: &str, receiver: Option<SocketAddr>) -> Warden {
             Options::default().server_toml
         ),
         extra_toml: format!(
-            "[limits.tiers.verified]\nrequests_per_minute = 100000\nrequests_per_day = 1000000\nconcurrency = 1000\n[abuse]\n{abuse}\n{hooks}"
+            "[limits.tiers.verified]\nrequests_per_minute = 100000\nrequests_per_day = 1000000\nconcurrency = 1000\n[enforcement]\nenabled = false\n[abuse]\n{abuse}\n{hooks}"
         ),
         ..Options::default()
     })

@@ -15,7 +15,7 @@ const ANON_KEY: &str = "wk-test-anon-0123456789abcdef";
 fn start(extra: &str, moderation: bool) -> Warden {
     Warden::start_with(Options {
         extra_toml: format!(
-            "[[keys]]\nname = \"anon\"\nsecret_env = \"T_ANON_KEY\"\nend_user = \"required\"\ntier = \"anonymous\"\n{extra}"
+            "[enforcement]\nenabled = false\n[[keys]]\nname = \"anon\"\nsecret_env = \"T_ANON_KEY\"\nend_user = \"required\"\ntier = \"anonymous\"\n{extra}"
         ),
         extra_env: vec![("T_ANON_KEY".into(), ANON_KEY.into())],
         moderation,

@@ -41,7 +41,8 @@ async fn report_numbers_equal_the_traffic_sent() {
         moderation: true,
         extra_toml: "[safety.moderation.categories.harassment]\naction = \"flag\"\n\
                      [limits.tiers.verified]\nrequests_per_minute = 3\n\
-                     [events]\nkeep_flagged_excerpts = true\nexcerpt_chars = 120\n"
+                     [events]\nkeep_flagged_excerpts = true\nexcerpt_chars = 120\n\
+                     [enforcement]\nenabled = false\n"
             .into(),
         ..Options::default()
     });

@@ -48,7 +48,11 @@ impl UserStanding {
         let (Some(key), Some(user)) = (ctx.key.as_deref(), ctx.end_user.as_ref()) else {
             return Ok(Verdict::Allow);
         };
+        // The directory (safety identifier -> user) is kept even with enforcement off.
         self.enforcement.saw(&key.name, &user.id);
+        if !self.enforcement.config().enabled {
+            return Ok(Verdict::Allow);
+        }
         let (rung, standing) = self.enforcement.rung(&key.name, &user.id);
         let reason = || {
             standing
@@ -86,9 +90,6 @@ impl Stage for UserStanding {
     fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
         if self.lockdown.is_on() && ctx.end_user.is_some() {
             return Step::Pending(Box::pin(self.admit_known(ctx)));
-        }
-        if !self.enforcement.config().enabled {
-            return Step::Ready(Ok(Verdict::Allow));
         }
         Step::Ready(self.decide(ctx))
     }
