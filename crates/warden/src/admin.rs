@@ -45,7 +45,7 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway.metrics.render(gateway.events.dropped()),
+        gateway.metrics.render(gateway.events.dropped()) + &gateway.upstream_metrics(),
     )
 }
 

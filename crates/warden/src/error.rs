@@ -68,6 +68,12 @@ pub enum WardenError {
     EndpointNotAllowed { endpoint: &'static str, key: String },
     #[error("internal error")]
     Internal,
+    /// The upstream circuit breaker is open after consecutive upstream failures.
+    #[error("upstream circuit open")]
+    UpstreamCircuitOpen {
+        retry_after: std::time::Duration,
+        failures: u32,
+    },
 }
 
 impl WardenError {
@@ -92,7 +98,9 @@ impl WardenError {
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            NoUpstreamKey | ModerationUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NoUpstreamKey | ModerationUnavailable(_) | UpstreamCircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +135,7 @@ impl WardenError {
             ModelNotAllowed { .. } => "model_not_allowed",
             EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Internal => "internal_error",
+            UpstreamCircuitOpen { .. } => "upstream_circuit_open",
         }
     }
 
@@ -137,7 +146,8 @@ impl WardenError {
             | UpstreamUnavailable
             | UpstreamTimeout
             | Internal
-            | ModerationUnavailable(_) => "server_error",
+            | ModerationUnavailable(_)
+            | UpstreamCircuitOpen { .. } => "server_error",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
             _ => "invalid_request_error",
@@ -199,6 +209,10 @@ impl WardenError {
             EndpointNotAllowed { endpoint, key } => format!("The key '{key}' is not allowed to use the {endpoint} endpoint."),
             ContentFiltered(block) => block.message(),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
+            UpstreamCircuitOpen { retry_after, failures } => format!(
+                "The upstream API failed {failures} times in a row, so Warden is pausing calls to it to avoid a retry storm. Please retry in {}.",
+                crate::limits::refusal::wait_text(*retry_after)
+            ),
         }
     }
 
@@ -206,6 +220,9 @@ impl WardenError {
     pub fn headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         match self {
             WardenError::RateLimited(refusal) => refusal.headers(),
+            WardenError::UpstreamCircuitOpen { retry_after, .. } => {
+                crate::limits::refusal::retry_headers(*retry_after)
+            }
             _ => Vec::new(),
         }
     }

@@ -109,6 +109,11 @@ impl Gateway {
         })
     }
 
+    /// Upstream gauges and counters kept outside the event log: retries, breaker state.
+    pub fn upstream_metrics(&self) -> String {
+        crate::proxy::metrics::render(&self.upstream)
+    }
+
     /// Keeps the key table in step with the store, so `warden keys create|revoke` on any
     /// machine takes effect here within a second.
     pub fn spawn_key_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {

@@ -5,8 +5,10 @@ pub mod env;
 pub mod filters;
 pub mod limits;
 pub mod moderation;
+pub mod pacing;
 pub mod problems;
 pub mod raw;
+pub mod retries;
 pub mod schema;
 pub mod secrets;
 mod validate;
@@ -70,6 +72,10 @@ pub struct UpstreamConfig {
     pub project: Option<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Retries of failed upstream calls and the circuit breaker that bounds them.
+    pub retries: retries::RetryConfig,
+    /// Staying under OpenAI's own rate limits, read from its `x-ratelimit-*` headers.
+    pub pacing: pacing::PacingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

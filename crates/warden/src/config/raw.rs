@@ -21,6 +21,15 @@ section! {
         project: String,
         connect_timeout_secs: u64,
         timeout_secs: u64,
+        // Retries, breaker and pacing: validated in `config/retries.rs` and `config/pacing.rs`.
+        max_retries: u64,
+        retry_deadline_secs: u64,
+        retry_backoff_ms: u64,
+        breaker_failures: u64,
+        breaker_cooldown_secs: u64,
+        pacing: bool,
+        pacing_share: f64,
+        pacing_max_wait_ms: u64,
     }
 }
 

@@ -93,6 +93,8 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
             problems,
         ),
         timeout: positive_secs(up.timeout_secs, 600, "upstream.timeout_secs", problems),
+        retries: super::retries::validate(up, problems),
+        pacing: super::pacing::validate(up, problems),
     };
 
     let storage_text = raw.storage.url.as_deref().unwrap_or(DEFAULT_STORAGE);

@@ -62,7 +62,12 @@ pub async fn handle(
         return refuse(recorder, &err, &ctx.request_id);
     }
 
-    let reply = match gateway.upstream.send(&ctx).await {
+    let mut retries = 0;
+    let sent = gateway.upstream.send(&ctx, &mut retries).await;
+    if retries > 0 {
+        recorder.note("upstream", &format!("retries={retries}"));
+    }
+    let reply = match sent {
         Ok(reply) => reply,
         Err(err) => return refuse(recorder, &err, &ctx.request_id),
     };
