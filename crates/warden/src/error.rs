@@ -74,6 +74,9 @@ pub enum WardenError {
         retry_after: std::time::Duration,
         failures: u32,
     },
+    /// A daily or monthly spend budget (organization, key or end user) is used up.
+    #[error("spend budget exceeded")]
+    BudgetExceeded(Box<crate::spend::BudgetRefusal>),
 }
 
 impl WardenError {
@@ -91,7 +94,7 @@ impl WardenError {
             | ContentFiltered(_)
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
-            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited(_) | BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ModelNotAllowed { .. } | EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -136,6 +139,7 @@ impl WardenError {
             EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Internal => "internal_error",
             UpstreamCircuitOpen { .. } => "upstream_circuit_open",
+            BudgetExceeded(_) => "budget_exceeded",
         }
     }
 
@@ -150,6 +154,8 @@ impl WardenError {
             | UpstreamCircuitOpen { .. } => "server_error",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
+            // OpenAI's type for "no money left"; the SDKs do not retry it with the header below.
+            BudgetExceeded(_) => "insufficient_quota",
             _ => "invalid_request_error",
         }
     }
@@ -213,6 +219,7 @@ impl WardenError {
                 "The upstream API failed {failures} times in a row, so Warden is pausing calls to it to avoid a retry storm. Please retry in {}.",
                 crate::limits::refusal::wait_text(*retry_after)
             ),
+            BudgetExceeded(refusal) => refusal.message.clone(),
         }
     }
 
@@ -222,6 +229,15 @@ impl WardenError {
             WardenError::RateLimited(refusal) => refusal.headers(),
             WardenError::UpstreamCircuitOpen { retry_after, .. } => {
                 crate::limits::refusal::retry_headers(*retry_after)
+            }
+            // Waiting hours is not a retry: say when, and tell the SDKs not to retry.
+            WardenError::BudgetExceeded(refusal) => {
+                let mut headers = crate::limits::refusal::retry_headers(refusal.resets_in);
+                headers.push((
+                    http::HeaderName::from_static("x-should-retry"),
+                    HeaderValue::from_static("false"),
+                ));
+                headers
             }
             _ => Vec::new(),
         }

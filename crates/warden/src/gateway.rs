@@ -35,6 +35,8 @@ pub struct Gateway {
     pub keys: Arc<KeyRegistry>,
     pub store: Store,
     pub trusted_proxies: Vec<IpNet>,
+    /// Spend per organization, key and end user, against their budgets.
+    pub spend: crate::spend::Spend,
     /// Response watchers, in the order they see frames.
     pub observers: Vec<Box<dyn ObserverFactory>>,
 }
@@ -82,6 +84,10 @@ impl Gateway {
         ));
         let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
         limiter.spawn_sweeper();
+        let spend = crate::spend::Spend::start(config.spend.clone(), store.clone()).await?;
+        if spend.enabled() {
+            spend.spawn_flusher();
+        }
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             safety_ids,
@@ -94,6 +100,7 @@ impl Gateway {
             ),
             limits: Arc::new(config.limits.clone()),
             limiter: limiter.clone(),
+            spend: spend.clone(),
         });
         Ok(Gateway {
             metrics,
@@ -105,7 +112,11 @@ impl Gateway {
             keys,
             store,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            observers: vec![Box::new(crate::limits::usage::UsageObservers)],
+            observers: vec![
+                Box::new(crate::limits::usage::UsageObservers),
+                Box::new(crate::spend::observer::SpendObservers(spend.clone())),
+            ],
+            spend,
         })
     }
 

@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod safety;
 pub mod secret;
 pub mod server;
+pub mod spend;
 pub mod stages;
 pub mod store;

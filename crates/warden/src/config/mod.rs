@@ -11,6 +11,7 @@ pub mod raw;
 pub mod retries;
 pub mod schema;
 pub mod secrets;
+pub mod spend;
 mod validate;
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub limits: limits::LimitsConfig,
     pub cluster: limits::ClusterConfig,
+    pub spend: spend::SpendConfig,
 }
 
 /// `[safety]`: content safety policy.

@@ -107,12 +107,15 @@ pub struct RawConfig {
     /// `[limits]` and `[cluster]`, read in `config/limits.rs`.
     pub limits: Option<toml::Value>,
     pub cluster: Option<toml::Value>,
+    /// `[spend]`, read in `config/spend.rs`.
+    pub spend: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
 
 const SECTIONS: &[&str] = &[
     "server", "upstream", "storage", "identity", "log", "keys", "safety", "limits", "cluster",
+    "spend",
 ];
 
 impl RawConfig {
@@ -139,6 +142,7 @@ impl RawConfig {
                 "keys" => raw.keys = read_keys(value, problems),
                 "limits" => raw.limits = Some(value.clone()),
                 "cluster" => raw.cluster = Some(value.clone()),
+                "spend" => raw.spend = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

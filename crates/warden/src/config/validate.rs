@@ -167,6 +167,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         keys,
         limits,
         cluster,
+        spend: super::spend::validate(raw.spend.as_ref(), problems),
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

@@ -7,6 +7,7 @@ pub mod local_filters;
 pub mod moderation;
 pub mod read_body;
 pub mod safety_identifier;
+pub mod spend;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -6,9 +6,10 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// (version, DDL). Append only; never edit an applied step.
-const STEPS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE virtual_keys (
+const STEPS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE virtual_keys (
         name TEXT PRIMARY KEY,
         secret_hash TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -39,7 +40,19 @@ const STEPS: &[(i64, &str)] = &[(
     );
     CREATE INDEX events_at ON events (at_ms);
     CREATE INDEX events_user ON events (key_name, end_user);",
-)];
+    ),
+    (
+        4,
+        // Spend per (org | key | user, subject, UTC day or month), in nano-USD.
+        "CREATE TABLE spend (
+        scope TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        period TEXT NOT NULL,
+        nano_usd BIGINT NOT NULL,
+        PRIMARY KEY (scope, subject, period)
+    );",
+    ),
+];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.
 const PG_LOCK_ID: i64 = 0x5741_5244_454e;

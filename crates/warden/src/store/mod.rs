@@ -13,6 +13,7 @@ macro_rules! on_pool {
 }
 
 mod migrations;
+mod spend;
 
 use std::path::Path;
 use std::str::FromStr;
