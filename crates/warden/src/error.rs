@@ -77,6 +77,10 @@ pub enum WardenError {
     /// A daily or monthly spend budget (organization, key or end user) is used up.
     #[error("spend budget exceeded")]
     BudgetExceeded(Box<crate::spend::BudgetRefusal>),
+    /// Upstream pacing held the request back: the organization is at its share of
+    /// OpenAI's own rate limit.
+    #[error("upstream pacing")]
+    UpstreamPaced(Box<crate::proxy::pacing::Shed>),
 }
 
 impl WardenError {
@@ -94,7 +98,7 @@ impl WardenError {
             | ContentFiltered(_)
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
-            RateLimited(_) | BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited(_) | BudgetExceeded(_) | UpstreamPaced(_) => StatusCode::TOO_MANY_REQUESTS,
             ModelNotAllowed { .. } | EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -140,6 +144,7 @@ impl WardenError {
             Internal => "internal_error",
             UpstreamCircuitOpen { .. } => "upstream_circuit_open",
             BudgetExceeded(_) => "budget_exceeded",
+            UpstreamPaced(_) => "upstream_rate_limit_reserved",
         }
     }
 
@@ -156,6 +161,7 @@ impl WardenError {
             RateLimited(refusal) => refusal.budget.as_str(),
             // OpenAI's type for "no money left"; the SDKs do not retry it with the header below.
             BudgetExceeded(_) => "insufficient_quota",
+            UpstreamPaced(shed) => shed.budget.as_str(),
             _ => "invalid_request_error",
         }
     }
@@ -220,6 +226,13 @@ impl WardenError {
                 crate::limits::refusal::wait_text(*retry_after)
             ),
             BudgetExceeded(refusal) => refusal.message.clone(),
+            UpstreamPaced(shed) => format!(
+                "The organization is at {:.0} % of OpenAI's {} per-window rate limit that {} may use, so Warden held this request back instead of sending one OpenAI would refuse. Please try again in {}.",
+                shed.share * 100.0,
+                shed.budget.as_str(),
+                if shed.lowest_tier { "the lowest tier" } else { "this traffic" },
+                crate::limits::refusal::wait_text(shed.retry_after)
+            ),
         }
     }
 
@@ -229,6 +242,9 @@ impl WardenError {
             WardenError::RateLimited(refusal) => refusal.headers(),
             WardenError::UpstreamCircuitOpen { retry_after, .. } => {
                 crate::limits::refusal::retry_headers(*retry_after)
+            }
+            WardenError::UpstreamPaced(shed) => {
+                crate::limits::refusal::retry_headers(shed.retry_after)
             }
             // Waiting hours is not a retry: say when, and tell the SDKs not to retry.
             WardenError::BudgetExceeded(refusal) => {

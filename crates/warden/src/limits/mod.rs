@@ -257,6 +257,7 @@ impl Limiter {
             via_redis: false,
             settled: AtomicBool::new(false),
             strip_usage_chunk: false,
+            priority: Default::default(),
         };
         for (actor, state) in actors.iter().zip(&states) {
             if let Some(max) = actor.rates.concurrency {
@@ -409,6 +410,8 @@ pub struct Ticket {
     settled: AtomicBool,
     /// Warden asked for `stream_options.include_usage`; the client did not.
     pub strip_usage_chunk: bool,
+    /// The request's tier among all tiers, for upstream pacing (lowest is shed first).
+    pub priority: crate::proxy::pacing::Priority,
 }
 
 impl Ticket {

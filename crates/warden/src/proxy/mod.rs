@@ -9,6 +9,7 @@ pub mod headers;
 pub mod metrics;
 pub mod observe;
 pub mod output;
+pub mod pacing;
 pub mod recorder;
 pub mod retry;
 pub mod upstream;

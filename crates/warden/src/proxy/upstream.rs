@@ -42,6 +42,8 @@ pub struct Upstream {
     timeout: Duration,
     retries: RetryConfig,
     pub breaker: Breaker,
+    /// Keeps the organization under its share of OpenAI's own rate limits.
+    pub pacer: super::pacing::Pacer,
     retries_total: std::sync::atomic::AtomicU64,
 }
 
@@ -97,6 +99,7 @@ impl Upstream {
                 config.retries.breaker_cooldown,
             ),
             retries_total: std::sync::atomic::AtomicU64::new(0),
+            pacer: super::pacing::Pacer::new(config.pacing),
         })
     }
 
@@ -190,6 +193,13 @@ impl Upstream {
         );
         let uri = self.uri_for(&ctx.path_and_query)?;
         let body = body.unwrap_or_default();
+        let (priority, tokens) = ctx
+            .limit_ticket
+            .as_ref()
+            .map_or((Default::default(), 0), |t| {
+                (t.priority, t.estimated_prompt_tokens())
+            });
+        self.pacer.admit(priority, tokens).await?;
 
         let started = Instant::now();
         let deadline = started + self.retries.deadline;
@@ -221,6 +231,9 @@ impl Upstream {
                     return Err(WardenError::UpstreamTimeout);
                 }
             };
+            if let Attempt::Answer(response, _) = &attempt {
+                self.pacer.observe(response.headers());
+            }
             let verdict = match &attempt {
                 Attempt::Unreachable => Verdict::Retry {
                     upstream_down: true,
