@@ -238,6 +238,7 @@ class Gateway:
     standin_key: str
     key: str  # virtual key of `sdk-app` (end_user = required)
     trusted_key: str  # virtual key of `trusted-svc` (trusted_user_field)
+    limited_key: str  # virtual key of `sdk-limited` (tier `sdk-tight`: 40 requests/minute)
     safety_secret: str
     tmpdir: Path
     procs: dict = field(default_factory=dict)
@@ -275,6 +276,16 @@ name = "trusted-svc"
 secret_env = "WARDEN_TEST_KEY_TRUSTED"
 end_user = "optional"
 trusted_user_field = true
+
+# Warden's own 429: 40 requests per minute per user, so the retry-after is 1.5 s.
+[[keys]]
+name = "sdk-limited"
+secret_env = "WARDEN_TEST_KEY_LIMITED"
+end_user = "required"
+tier = "sdk-tight"
+
+[limits.tiers.sdk-tight]
+requests_per_minute = 40
 """
     )
 
@@ -294,6 +305,7 @@ def gw() -> Any:
     standin_key = "sk-standin-" + secrets.token_hex(12)
     key = "wk-sdk-app-" + secrets.token_hex(16)
     trusted_key = "wk-trusted-" + secrets.token_hex(16)
+    limited_key = "wk-limited-" + secrets.token_hex(16)
     safety_secret = secrets.token_hex(32)
 
     base_env = dict(os.environ)
@@ -320,6 +332,7 @@ def gw() -> Any:
             WARDEN_TEST_SAFETY_SECRET=safety_secret,
             WARDEN_TEST_KEY=key,
             WARDEN_TEST_KEY_TRUSTED=trusted_key,
+            WARDEN_TEST_KEY_LIMITED=limited_key,
         )
         procs["warden"] = Proc(
             "warden",
@@ -335,6 +348,7 @@ def gw() -> Any:
             standin_key=standin_key,
             key=key,
             trusted_key=trusted_key,
+            limited_key=limited_key,
             safety_secret=safety_secret,
             tmpdir=tmpdir,
             procs=procs,
