@@ -33,6 +33,7 @@ const WINDOWS: [(Budget, u64, &str); 4] = [
     (Budget::Tokens, MINUTE_NS, "tpm"),
     (Budget::Tokens, DAY_NS, "tpd"),
 ];
+const ORGANIZATION_ID: &str = "o";
 /// A concurrency refusal clears as soon as one request ends; retry soon.
 const CONCURRENCY_RETRY: Duration = Duration::from_millis(500);
 
@@ -137,6 +138,8 @@ fn window_limit(rates: &Rates, window: usize) -> Option<u64> {
 
 pub struct Inner {
     local: LocalLimits,
+    /// The organization's state, held so no request looks it up.
+    organization_state: Arc<ActorState>,
     shared: Option<Arc<SharedLimits>>,
     organization: Rates,
     per_ip: Rates,
@@ -162,9 +165,11 @@ impl Limiter {
             )?),
             None => None,
         };
+        let local = LocalLimits::default();
         Ok(Limiter {
             inner: Arc::new(Inner {
-                local: LocalLimits::default(),
+                organization_state: local.actor(ORGANIZATION_ID),
+                local,
                 shared,
                 organization: limits.organization,
                 per_ip: limits.per_ip,
@@ -197,7 +202,7 @@ impl Limiter {
     fn actors<'a>(&self, a: &Admission<'a>) -> SmallVec<[Actor<'a>; 4]> {
         let mut actors = SmallVec::new();
         actors.push(Actor {
-            id: "o".into(),
+            id: ORGANIZATION_ID.into(),
             kind: Kind::Organization,
             name: "",
             rates: self.inner.organization,
@@ -227,8 +232,8 @@ impl Limiter {
 
     /// Decides locally, without waiting (no Redis configured).
     pub fn admit_local(&self, a: &Admission<'_>) -> Result<Ticket, WardenError> {
-        let (actors, states, checks, ticket) = self.prepare(a)?;
-        let outcome = self.inner.local.take_all(&states, &checks);
+        let (actors, checks, ticket) = self.prepare(a)?;
+        let outcome = self.inner.local.take_all(&ticket.states, &checks);
         self.conclude(&actors, &checks, ticket, outcome, false)
     }
 
@@ -237,7 +242,7 @@ impl Limiter {
         let Some(shared) = self.inner.shared.clone() else {
             return self.admit_local(a);
         };
-        let (actors, states, checks, mut ticket) = self.prepare(a)?;
+        let (actors, checks, mut ticket) = self.prepare(a)?;
         ticket.actor_ids = actors.iter().map(redis_actor).collect();
         let remote: Vec<SharedCheck> = checks
             .iter()
@@ -249,7 +254,7 @@ impl Limiter {
             .collect();
         let outcome = match shared.admit(&remote).await {
             Some(answer) => shared_outcome(&checks, &answer),
-            None => self.inner.local.take_all(&states, &checks),
+            None => self.inner.local.take_all(&ticket.states, &checks),
         };
         let via_redis = !shared.degraded();
         self.conclude(&actors, &checks, ticket, outcome, via_redis)
@@ -257,17 +262,19 @@ impl Limiter {
 
     /// Takes the in-flight slots (or refuses) and lists the rate checks.
     #[allow(clippy::type_complexity)]
-    fn prepare<'a>(
-        &self,
-        a: &Admission<'a>,
-    ) -> Result<(Actors<'a>, States, Checks, Ticket), WardenError> {
+    fn prepare<'a>(&self, a: &Admission<'a>) -> Result<(Actors<'a>, Checks, Ticket), WardenError> {
         let actors = self.actors(a);
+        // The organization's state is held, not looked up: every request has it.
         let states: States = actors
             .iter()
-            .map(|actor| self.inner.local.actor(&actor.id))
+            .map(|actor| match actor.kind {
+                Kind::Organization => self.inner.organization_state.clone(),
+                _ => self.inner.local.actor(&actor.id),
+            })
             .collect();
         let mut ticket = Ticket {
             inner: self.inner.clone(),
+            states: SmallVec::new(),
             in_flight: SmallVec::new(),
             token_cells: SmallVec::new(),
             estimated: a.prompt_tokens,
@@ -277,10 +284,11 @@ impl Limiter {
             strip_usage_chunk: false,
             priority: Default::default(),
         };
-        for (actor, state) in actors.iter().zip(&states) {
+        ticket.states = states;
+        for (i, actor) in actors.iter().enumerate() {
             if let Some(max) = actor.rates.concurrency {
-                let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
-                ticket.in_flight.push(state.clone());
+                let before = ticket.states[i].in_flight.fetch_add(1, Ordering::AcqRel);
+                ticket.in_flight.push(i);
                 if before >= max {
                     // Dropping the ticket gives back the slots taken so far.
                     return Err(WardenError::RateLimited(Box::new(RateLimitRefusal {
@@ -310,7 +318,6 @@ impl Limiter {
                 };
                 if *budget == Budget::Tokens {
                     ticket.token_cells.push(TokenCell {
-                        state: states[i].clone(),
                         window: w,
                         rate,
                         actor: i,
@@ -324,7 +331,7 @@ impl Limiter {
                 });
             }
         }
-        Ok((actors, states, checks, ticket))
+        Ok((actors, checks, ticket))
     }
 
     fn conclude(
@@ -408,8 +415,8 @@ fn shared_outcome(checks: &[Check], answer: &shared::SharedOutcome) -> local::Ou
     local::Outcome { now, tats, refused }
 }
 
+/// A token window to settle; `actor` indexes the ticket's states.
 struct TokenCell {
-    state: Arc<ActorState>,
     window: usize,
     rate: Rate,
     actor: usize,
@@ -419,7 +426,10 @@ struct TokenCell {
 /// pipeline and the relayed response are done) and settles its token estimate once.
 pub struct Ticket {
     inner: Arc<Inner>,
-    in_flight: SmallVec<[Arc<ActorState>; 4]>,
+    /// Each actor's state, in actor order (held once; the rest index into it).
+    states: States,
+    /// Indexes of the actors whose in-flight slot this request holds.
+    in_flight: SmallVec<[usize; 4]>,
     token_cells: SmallVec<[TokenCell; 8]>,
     estimated: u64,
     /// Actor ids, kept only when decided through Redis (to settle there).
@@ -465,15 +475,15 @@ impl Ticket {
         for cell in &self.token_cells {
             self.inner
                 .local
-                .adjust(&cell.state, cell.window, cell.rate, delta);
+                .adjust(&self.states[cell.actor], cell.window, cell.rate, delta);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        for state in &self.in_flight {
-            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        for &i in &self.in_flight {
+            self.states[i].in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
