@@ -33,7 +33,6 @@ const WINDOWS: [(Budget, u64, &str); 4] = [
     (Budget::Tokens, MINUTE_NS, "tpm"),
     (Budget::Tokens, DAY_NS, "tpd"),
 ];
-const ORGANIZATION_ID: &str = "o";
 /// A concurrency refusal clears as soon as one request ends; retry soon.
 const CONCURRENCY_RETRY: Duration = Duration::from_millis(500);
 
@@ -138,8 +137,6 @@ fn window_limit(rates: &Rates, window: usize) -> Option<u64> {
 
 pub struct Inner {
     local: LocalLimits,
-    /// The organization's state, held so no request looks it up.
-    organization_state: Arc<ActorState>,
     shared: Option<Arc<SharedLimits>>,
     organization: Rates,
     per_ip: Rates,
@@ -165,11 +162,9 @@ impl Limiter {
             )?),
             None => None,
         };
-        let local = LocalLimits::default();
         Ok(Limiter {
             inner: Arc::new(Inner {
-                organization_state: local.actor(ORGANIZATION_ID),
-                local,
+                local: LocalLimits::default(),
                 shared,
                 organization: limits.organization,
                 per_ip: limits.per_ip,
@@ -202,7 +197,7 @@ impl Limiter {
     fn actors<'a>(&self, a: &Admission<'a>) -> SmallVec<[Actor<'a>; 4]> {
         let mut actors = SmallVec::new();
         actors.push(Actor {
-            id: ORGANIZATION_ID.into(),
+            id: "o".into(),
             kind: Kind::Organization,
             name: "",
             rates: self.inner.organization,
@@ -232,8 +227,8 @@ impl Limiter {
 
     /// Decides locally, without waiting (no Redis configured).
     pub fn admit_local(&self, a: &Admission<'_>) -> Result<Ticket, WardenError> {
-        let (actors, checks, ticket) = self.prepare(a)?;
-        let outcome = self.inner.local.take_all(&ticket.states, &checks);
+        let (actors, states, checks, ticket) = self.prepare(a)?;
+        let outcome = self.inner.local.take_all(&states, &checks);
         self.conclude(&actors, &checks, ticket, outcome, false)
     }
 
@@ -242,7 +237,7 @@ impl Limiter {
         let Some(shared) = self.inner.shared.clone() else {
             return self.admit_local(a);
         };
-        let (actors, checks, mut ticket) = self.prepare(a)?;
+        let (actors, states, checks, mut ticket) = self.prepare(a)?;
         ticket.actor_ids = actors.iter().map(redis_actor).collect();
         let remote: Vec<SharedCheck> = checks
             .iter()
@@ -254,7 +249,7 @@ impl Limiter {
             .collect();
         let outcome = match shared.admit(&remote).await {
             Some(answer) => shared_outcome(&checks, &answer),
-            None => self.inner.local.take_all(&ticket.states, &checks),
+            None => self.inner.local.take_all(&states, &checks),
         };
         let via_redis = !shared.degraded();
         self.conclude(&actors, &checks, ticket, outcome, via_redis)
@@ -262,19 +257,17 @@ impl Limiter {
 
     /// Takes the in-flight slots (or refuses) and lists the rate checks.
     #[allow(clippy::type_complexity)]
-    fn prepare<'a>(&self, a: &Admission<'a>) -> Result<(Actors<'a>, Checks, Ticket), WardenError> {
+    fn prepare<'a>(
+        &self,
+        a: &Admission<'a>,
+    ) -> Result<(Actors<'a>, States, Checks, Ticket), WardenError> {
         let actors = self.actors(a);
-        // The organization's state is held, not looked up: every request has it.
         let states: States = actors
             .iter()
-            .map(|actor| match actor.kind {
-                Kind::Organization => self.inner.organization_state.clone(),
-                _ => self.inner.local.actor(&actor.id),
-            })
+            .map(|actor| self.inner.local.actor(&actor.id))
             .collect();
         let mut ticket = Ticket {
             inner: self.inner.clone(),
-            states: SmallVec::new(),
             in_flight: SmallVec::new(),
             token_cells: SmallVec::new(),
             estimated: a.prompt_tokens,
@@ -284,11 +277,10 @@ impl Limiter {
             strip_usage_chunk: false,
             priority: Default::default(),
         };
-        ticket.states = states;
-        for (i, actor) in actors.iter().enumerate() {
+        for (actor, state) in actors.iter().zip(&states) {
             if let Some(max) = actor.rates.concurrency {
-                let before = ticket.states[i].in_flight.fetch_add(1, Ordering::AcqRel);
-                ticket.in_flight.push(i);
+                let before = state.in_flight.fetch_add(1, Ordering::AcqRel);
+                ticket.in_flight.push(state.clone());
                 if before >= max {
                     // Dropping the ticket gives back the slots taken so far.
                     return Err(WardenError::RateLimited(Box::new(RateLimitRefusal {
@@ -318,6 +310,7 @@ impl Limiter {
                 };
                 if *budget == Budget::Tokens {
                     ticket.token_cells.push(TokenCell {
+                        state: states[i].clone(),
                         window: w,
                         rate,
                         actor: i,
@@ -331,7 +324,7 @@ impl Limiter {
                 });
             }
         }
-        Ok((actors, checks, ticket))
+        Ok((actors, states, checks, ticket))
     }
 
     fn conclude(
@@ -415,8 +408,8 @@ fn shared_outcome(checks: &[Check], answer: &shared::SharedOutcome) -> local::Ou
     local::Outcome { now, tats, refused }
 }
 
-/// A token window to settle; `actor` indexes the ticket's states.
 struct TokenCell {
+    state: Arc<ActorState>,
     window: usize,
     rate: Rate,
     actor: usize,
@@ -426,10 +419,7 @@ struct TokenCell {
 /// pipeline and the relayed response are done) and settles its token estimate once.
 pub struct Ticket {
     inner: Arc<Inner>,
-    /// Each actor's state, in actor order (held once; the rest index into it).
-    states: States,
-    /// Indexes of the actors whose in-flight slot this request holds.
-    in_flight: SmallVec<[usize; 4]>,
+    in_flight: SmallVec<[Arc<ActorState>; 4]>,
     token_cells: SmallVec<[TokenCell; 8]>,
     estimated: u64,
     /// Actor ids, kept only when decided through Redis (to settle there).
@@ -475,15 +465,15 @@ impl Ticket {
         for cell in &self.token_cells {
             self.inner
                 .local
-                .adjust(&self.states[cell.actor], cell.window, cell.rate, delta);
+                .adjust(&cell.state, cell.window, cell.rate, delta);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        for &i in &self.in_flight {
-            self.states[i].in_flight.fetch_sub(1, Ordering::AcqRel);
+        for state in &self.in_flight {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
