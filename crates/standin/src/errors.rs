@@ -135,6 +135,16 @@ impl ApiError {
         error
     }
 
+    /// 429 `insufficient_quota`: the account is out of credit; retrying cannot help.
+    pub(crate) fn insufficient_quota() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "You exceeded your current quota, please check your plan and billing details.",
+        )
+        .code("insufficient_quota")
+    }
+
     /// The error an injected `status=N` fault answers with.
     pub(crate) fn for_status(status: u16) -> Self {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

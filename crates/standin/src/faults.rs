@@ -22,6 +22,41 @@ pub(crate) struct Fault {
     pub(crate) cut_after: Option<usize>,
     /// Streams: wait this long between chunks.
     pub(crate) chunk_delay_ms: Option<u64>,
+    /// With `status=429`: answer `insufficient_quota` (billing) instead of a rate limit.
+    pub(crate) insufficient_quota: bool,
+    /// Headers put on the answer, replacing the defaults (see [`Fault::decorate`]).
+    pub(crate) headers: HeaderFault,
+}
+
+/// Response headers a fault sets: retry hints and OpenAI's `x-ratelimit-*` state, so
+/// callers can be tested against a nearly exhausted account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeaderFault {
+    pub(crate) retry_after_ms: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) should_retry: Option<bool>,
+    pub(crate) limit_requests: Option<u64>,
+    pub(crate) remaining_requests: Option<u64>,
+    pub(crate) reset_requests_ms: Option<u64>,
+    pub(crate) limit_tokens: Option<u64>,
+    pub(crate) remaining_tokens: Option<u64>,
+    pub(crate) reset_tokens_ms: Option<u64>,
+}
+
+impl HeaderFault {
+    fn overridden_by(self, over: Self) -> Self {
+        Self {
+            retry_after_ms: over.retry_after_ms.or(self.retry_after_ms),
+            retry_after: over.retry_after.or(self.retry_after),
+            should_retry: over.should_retry.or(self.should_retry),
+            limit_requests: over.limit_requests.or(self.limit_requests),
+            remaining_requests: over.remaining_requests.or(self.remaining_requests),
+            reset_requests_ms: over.reset_requests_ms.or(self.reset_requests_ms),
+            limit_tokens: over.limit_tokens.or(self.limit_tokens),
+            remaining_tokens: over.remaining_tokens.or(self.remaining_tokens),
+            reset_tokens_ms: over.reset_tokens_ms.or(self.reset_tokens_ms),
+        }
+    }
 }
 
 impl Fault {
@@ -54,9 +89,32 @@ impl Fault {
                     fault.cut_after = usize::try_from(number("cut_after")?).ok();
                 }
                 "chunk_delay_ms" => fault.chunk_delay_ms = Some(number("chunk_delay_ms")?),
+                "code" if value.trim() == "insufficient_quota" => fault.insufficient_quota = true,
+                "code" => {
+                    return Err(format!(
+                        "fault `code` knows only insufficient_quota, got `{value}`"
+                    ))
+                }
+                "retry_after_ms" => fault.headers.retry_after_ms = Some(number(key)?),
+                "retry_after" => fault.headers.retry_after = Some(number(key)?),
+                "should_retry" => {
+                    fault.headers.should_retry = match value.trim() {
+                        "true" => Some(true),
+                        "false" => Some(false),
+                        _ => return Err(format!("fault `should_retry` wants true or false, got `{value}`")),
+                    }
+                }
+                "limit_requests" => fault.headers.limit_requests = Some(number(key)?),
+                "remaining_requests" => fault.headers.remaining_requests = Some(number(key)?),
+                "reset_requests_ms" => fault.headers.reset_requests_ms = Some(number(key)?),
+                "limit_tokens" => fault.headers.limit_tokens = Some(number(key)?),
+                "remaining_tokens" => fault.headers.remaining_tokens = Some(number(key)?),
+                "reset_tokens_ms" => fault.headers.reset_tokens_ms = Some(number(key)?),
                 other => {
                     return Err(format!(
-                    "unknown fault `{other}` (known: status, delay_ms, cut_after, chunk_delay_ms)"
+                    "unknown fault `{other}` (known: status, delay_ms, cut_after, chunk_delay_ms, code, \
+                     retry_after_ms, retry_after, should_retry, limit_requests, remaining_requests, \
+                     reset_requests_ms, limit_tokens, remaining_tokens, reset_tokens_ms)"
                 ))
                 }
             }
@@ -71,6 +129,45 @@ impl Fault {
             delay_ms: over.delay_ms.or(self.delay_ms),
             cut_after: over.cut_after.or(self.cut_after),
             chunk_delay_ms: over.chunk_delay_ms.or(self.chunk_delay_ms),
+            insufficient_quota: over.insufficient_quota || self.insufficient_quota,
+            headers: self.headers.overridden_by(over.headers),
+        }
+    }
+
+    /// Puts the fault's headers on an answer, replacing what the answer already had.
+    pub(crate) fn decorate(&self, headers: &mut http::HeaderMap) {
+        let h = &self.headers;
+        let millis = |ms: u64| format!("{ms}ms");
+        let values: [(&'static str, Option<String>); 9] = [
+            ("retry-after-ms", h.retry_after_ms.map(|v| v.to_string())),
+            ("retry-after", h.retry_after.map(|v| v.to_string())),
+            ("x-should-retry", h.should_retry.map(|v| v.to_string())),
+            (
+                "x-ratelimit-limit-requests",
+                h.limit_requests.map(|v| v.to_string()),
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                h.remaining_requests.map(|v| v.to_string()),
+            ),
+            (
+                "x-ratelimit-reset-requests",
+                h.reset_requests_ms.map(millis),
+            ),
+            (
+                "x-ratelimit-limit-tokens",
+                h.limit_tokens.map(|v| v.to_string()),
+            ),
+            (
+                "x-ratelimit-remaining-tokens",
+                h.remaining_tokens.map(|v| v.to_string()),
+            ),
+            ("x-ratelimit-reset-tokens", h.reset_tokens_ms.map(millis)),
+        ];
+        for (name, value) in values {
+            if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                headers.insert(http::HeaderName::from_static(name), value);
+            }
         }
     }
 }
@@ -173,9 +270,33 @@ mod tests {
                 status: Some(503),
                 delay_ms: Some(5),
                 cut_after: Some(2),
-                chunk_delay_ms: Some(1)
+                chunk_delay_ms: Some(1),
+                ..Fault::default()
             }
         );
+    }
+
+    #[test]
+    fn parses_header_faults() {
+        let fault = Fault::parse(
+            "status=429,code=insufficient_quota,retry_after_ms=300,should_retry=false",
+        )
+        .unwrap();
+        assert!(fault.insufficient_quota);
+        assert_eq!(fault.headers.retry_after_ms, Some(300));
+        assert_eq!(fault.headers.should_retry, Some(false));
+        let fault =
+            Fault::parse("remaining_requests=3,limit_requests=100,reset_requests_ms=900").unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            http::HeaderValue::from_static("9999"),
+        );
+        fault.decorate(&mut headers);
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "3");
+        assert_eq!(headers["x-ratelimit-reset-requests"], "900ms");
+        assert!(Fault::parse("code=other").is_err());
+        assert!(Fault::parse("should_retry=maybe").is_err());
     }
 
     #[test]

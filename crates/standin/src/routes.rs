@@ -71,10 +71,14 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
     if let Some(ms) = fault.delay_ms.filter(|ms| *ms > 0) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if let Some(status) = fault.status {
-        return ApiError::for_status(status).into_response();
-    }
-    endpoint(app, &parts.method, path, &body, fault).unwrap_or_else(IntoResponse::into_response)
+    let mut response = match fault.status {
+        Some(429) if fault.insufficient_quota => ApiError::insufficient_quota().into_response(),
+        Some(status) => ApiError::for_status(status).into_response(),
+        None => endpoint(app, &parts.method, path, &body, fault)
+            .unwrap_or_else(IntoResponse::into_response),
+    };
+    fault.decorate(response.headers_mut());
+    response
 }
 
 /// The fault for this call: the queued one (if any applies), overridden by the header.

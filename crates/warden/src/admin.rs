@@ -52,7 +52,8 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         {
-            let mut text = gateway.metrics.render(gateway.events.dropped());
+            let mut text =
+                gateway.metrics.render(gateway.events.dropped()) + &gateway.upstream_metrics();
             gateway.abuse.render_metrics(&mut text);
             gateway.alerts.render_metrics(&mut text);
             text.push_str("# HELP warden_lockdown 1 while lockdown mode is on.\n# TYPE warden_lockdown gauge\n");

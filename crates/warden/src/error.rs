@@ -82,6 +82,19 @@ pub enum WardenError {
     /// The abuse detector throttles this key or end user (distillation).
     #[error("throttled for abuse")]
     AbuseThrottled { retry_after: std::time::Duration },
+    /// The upstream circuit breaker is open after consecutive upstream failures.
+    #[error("upstream circuit open")]
+    UpstreamCircuitOpen {
+        retry_after: std::time::Duration,
+        failures: u32,
+    },
+    /// A daily or monthly spend budget (organization, key or end user) is used up.
+    #[error("spend budget exceeded")]
+    BudgetExceeded(Box<crate::spend::BudgetRefusal>),
+    /// Upstream pacing held the request back: the organization is at its share of
+    /// OpenAI's own rate limit.
+    #[error("upstream pacing")]
+    UpstreamPaced(Box<crate::proxy::pacing::Shed>),
 }
 
 impl WardenError {
@@ -99,7 +112,7 @@ impl WardenError {
             | ContentFiltered(_)
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
-            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited(_) | BudgetExceeded(_) | UpstreamPaced(_) => StatusCode::TOO_MANY_REQUESTS,
             ModelNotAllowed { .. }
             | EndpointNotAllowed { .. }
             | UserBanned { .. }
@@ -109,7 +122,9 @@ impl WardenError {
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            NoUpstreamKey | ModerationUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NoUpstreamKey | ModerationUnavailable(_) | UpstreamCircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -151,6 +166,9 @@ impl WardenError {
             UnsupportedCountry { .. } => "unsupported_country_region_territory",
             Lockdown { .. } => "lockdown",
             AbuseThrottled { .. } => "abuse_throttled",
+            UpstreamCircuitOpen { .. } => "upstream_circuit_open",
+            BudgetExceeded(_) => "budget_exceeded",
+            UpstreamPaced(_) => "upstream_rate_limit_reserved",
         }
     }
 
@@ -161,13 +179,17 @@ impl WardenError {
             | UpstreamUnavailable
             | UpstreamTimeout
             | Internal
-            | ModerationUnavailable(_) => "server_error",
+            | ModerationUnavailable(_)
+            | UpstreamCircuitOpen { .. } => "server_error",
             UserBanned { .. } | UserSuspended { .. } => "request_forbidden",
             // OpenAI's 429s name the budget that ran out.
             RateLimited(refusal) => refusal.budget.as_str(),
             // What OpenAI itself sends for unsupported regions.
             UnsupportedCountry { .. } | Lockdown { .. } => "request_forbidden",
             AbuseThrottled { .. } => "requests",
+            // OpenAI's type for "no money left"; the SDKs do not retry it with the header below.
+            BudgetExceeded(_) => "insufficient_quota",
+            UpstreamPaced(shed) => shed.budget.as_str(),
             _ => "invalid_request_error",
         }
     }
@@ -246,6 +268,18 @@ impl WardenError {
                 "Requests from this key or end user are throttled after automated-harvesting patterns were detected. Please try again in {}.",
                 crate::limits::refusal::wait_text(*retry_after)
             ),
+            UpstreamCircuitOpen { retry_after, failures } => format!(
+                "The upstream API failed {failures} times in a row, so Warden is pausing calls to it to avoid a retry storm. Please retry in {}.",
+                crate::limits::refusal::wait_text(*retry_after)
+            ),
+            BudgetExceeded(refusal) => refusal.message.clone(),
+            UpstreamPaced(shed) => format!(
+                "The organization is at {:.0} % of OpenAI's {} per-window rate limit that {} may use, so Warden held this request back instead of sending one OpenAI would refuse. Please try again in {}.",
+                shed.share * 100.0,
+                shed.budget.as_str(),
+                if shed.lowest_tier { "the lowest tier" } else { "this traffic" },
+                crate::limits::refusal::wait_text(shed.retry_after)
+            ),
         }
     }
 
@@ -258,6 +292,21 @@ impl WardenError {
                 HeaderValue::from_str(&secs)
                     .map(|v| vec![(header::RETRY_AFTER, v)])
                     .unwrap_or_default()
+            }
+            WardenError::UpstreamCircuitOpen { retry_after, .. } => {
+                crate::limits::refusal::retry_headers(*retry_after)
+            }
+            WardenError::UpstreamPaced(shed) => {
+                crate::limits::refusal::retry_headers(shed.retry_after)
+            }
+            // Waiting hours is not a retry: say when, and tell the SDKs not to retry.
+            WardenError::BudgetExceeded(refusal) => {
+                let mut headers = crate::limits::refusal::retry_headers(refusal.resets_in);
+                headers.push((
+                    http::HeaderName::from_static("x-should-retry"),
+                    HeaderValue::from_static("false"),
+                ));
+                headers
             }
             _ => Vec::new(),
         }

@@ -42,6 +42,8 @@ pub struct Gateway {
     /// End-user strikes, suspensions and bans.
     pub enforcement: Arc<Enforcement>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Spend per organization, key and end user, against their budgets.
+    pub spend: crate::spend::Spend,
     /// Response watchers, in the order they see frames.
     pub observers: Vec<Box<dyn ObserverFactory>>,
     /// Live abuse detection and the account risk score.
@@ -124,6 +126,10 @@ impl Gateway {
             store.clone(),
         );
         spawn_enforcement_totals(abuse.clone(), store.clone());
+        let spend = crate::spend::Spend::start(config.spend.clone(), store.clone()).await?;
+        if spend.enabled() {
+            spend.spawn_flusher();
+        }
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             enforcement: enforcement.clone(),
@@ -141,6 +147,7 @@ impl Gateway {
             geo_config: config.geo.clone(),
             lockdown: lockdown.clone(),
             abuse: abuse.clone(),
+            spend: spend.clone(),
         });
         Ok(Gateway {
             metrics,
@@ -171,11 +178,18 @@ impl Gateway {
             observers: vec![
                 Box::new(crate::limits::usage::UsageObservers),
                 Box::new(crate::abuse::output::OutputObservers(abuse.clone())),
+                Box::new(crate::spend::observer::SpendObservers(spend.clone())),
             ],
             abuse,
             alerts,
             lockdown,
+            spend,
         })
+    }
+
+    /// Upstream gauges and counters kept outside the event log: retries, breaker state.
+    pub fn upstream_metrics(&self) -> String {
+        crate::proxy::metrics::render(&self.upstream)
     }
 
     /// Keeps the key table in step with the store, so `warden keys create|revoke` on any

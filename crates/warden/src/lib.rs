@@ -26,5 +26,6 @@ pub mod report;
 pub mod safety;
 pub mod secret;
 pub mod server;
+pub mod spend;
 pub mod stages;
 pub mod store;

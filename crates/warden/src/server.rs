@@ -82,6 +82,7 @@ impl Running {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.gateway.events.flush().await;
+        self.gateway.spend.flush().await;
     }
 }
 

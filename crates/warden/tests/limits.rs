@@ -285,3 +285,69 @@ async fn one_users_burst_leaves_other_users_alone() {
         assert!(elapsed < Duration::from_secs(2), "slow: {elapsed:?}");
     }
 }
+
+/// Issue 4's proof: one end user bursting at 10× their limit leaves every other user at
+/// 100 % success. Latencies are printed (run with `--no-capture`), not asserted tightly:
+/// this VM's two cores are shared.
+#[tokio::test]
+async fn burst_of_ten_times_the_limit_leaves_others_at_full_success() {
+    const LIMIT: usize = 20;
+    let w = start(&format!(
+        "[limits.tiers.verified]\nrequests_per_minute = {LIMIT}\nconcurrency = 1000\n\
+         [limits.per_ip]\nrequests_per_minute = 100000\nconcurrency = 1000\n"
+    ));
+    let body = chat_body();
+    assert_eq!(
+        post(&w, "/v1/chat/completions", Some("warm"), &body)
+            .await
+            .status(),
+        200
+    );
+    let w = &w;
+    let body = &body;
+    // Five users, four requests each, one after another per user.
+    let others = |round: &'static str| {
+        futures_util::future::join_all((0..5).map(move |i| async move {
+            let mut out = Vec::new();
+            for j in 0..4 {
+                let user = format!("{round}-user-{i}-{j}");
+                let started = Instant::now();
+                let status = post(w, "/v1/chat/completions", Some(&user), body)
+                    .await
+                    .status();
+                out.push((status, started.elapsed()));
+            }
+            out
+        }))
+    };
+    let baseline: Vec<_> = others("calm").await.into_iter().flatten().collect();
+    let burst = futures_util::future::join_all(
+        (0..LIMIT * 10).map(|_| post(w, "/v1/chat/completions", Some("mallory"), body)),
+    );
+    let (burst, during) = tokio::join!(burst, others("storm"));
+    let during: Vec<_> = during.into_iter().flatten().collect();
+
+    let admitted = burst.iter().filter(|r| r.status() == 200).count();
+    let refused = burst.iter().filter(|r| r.status() == 429).count();
+    assert_eq!((admitted, refused), (LIMIT, LIMIT * 9));
+    for (status, _) in baseline.iter().chain(&during) {
+        assert_eq!(*status, 200, "another user was refused");
+    }
+    let stats = |samples: &[(reqwest::StatusCode, Duration)]| {
+        let mut ms: Vec<f64> = samples
+            .iter()
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ms[ms.len() * 9 / 10], ms[ms.len() - 1])
+    };
+    let (b50, b90, bmax) = stats(&baseline);
+    let (d50, d90, dmax) = stats(&during);
+    eprintln!(
+        "other users' latency (ms), {} requests each: calm p50 {b50:.1} p90 {b90:.1} max {bmax:.1}; \
+         during a {}-request burst p50 {d50:.1} p90 {d90:.1} max {dmax:.1}",
+        baseline.len(),
+        LIMIT * 10
+    );
+    assert!(dmax < 5_000.0, "another user waited {dmax:.0} ms");
+}

@@ -223,3 +223,29 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Regression: Redis limit keys held raw end-user ids (often e-mail addresses).
+#[tokio::test]
+async fn redis_keys_never_hold_raw_end_user_ids() {
+    require_redis();
+    let prefix = unique_prefix();
+    let url = format!("redis://{REDIS}");
+    let w = cluster_warden(&url, &prefix, "");
+    wait_for_degraded(&w, false).await;
+    let user = "jane.doe@example.com";
+    let ok = post(&w, "/v1/chat/completions", Some(user), &chat_body()).await;
+    assert_eq!(ok.status(), 200);
+    let keys = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "--scan", "--pattern"])
+        .arg(format!("{prefix}:*"))
+        .output()
+        .expect("redis-cli runs");
+    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
+    assert!(keys.contains(":rl:u"), "a user's limit keys exist: {keys}");
+    assert!(keys.contains(":rl:k"), "key-level limits too: {keys}");
+    assert!(!keys.contains("jane"), "raw user id in Redis keys: {keys}");
+    assert!(
+        !keys.contains("example.com"),
+        "raw user id in Redis keys: {keys}"
+    );
+}

@@ -239,6 +239,7 @@ class Gateway:
     standin_key: str
     key: str  # virtual key of `sdk-app` (end_user = required)
     trusted_key: str  # virtual key of `trusted-svc` (trusted_user_field)
+    limited_key: str  # virtual key of `sdk-limited` (tier `sdk-tight`: 40 requests/minute)
     safety_secret: str
     webhook_secret: str  # OpenAI webhook signing secret (whsec_…) Warden verifies
     tmpdir: Path
@@ -281,6 +282,15 @@ trusted_user_field = true
 [openai_notices]
 secret_env = "WARDEN_TEST_WEBHOOK_SECRET"
 warning_suspend_hours = 1
+# Warden's own 429: 40 requests per minute per user, so the retry-after is 1.5 s.
+[[keys]]
+name = "sdk-limited"
+secret_env = "WARDEN_TEST_KEY_LIMITED"
+end_user = "required"
+tier = "sdk-tight"
+
+[limits.tiers.sdk-tight]
+requests_per_minute = 40
 """
     )
 
@@ -300,6 +310,7 @@ def gw() -> Any:
     standin_key = "sk-standin-" + secrets.token_hex(12)
     key = "wk-sdk-app-" + secrets.token_hex(16)
     trusted_key = "wk-trusted-" + secrets.token_hex(16)
+    limited_key = "wk-limited-" + secrets.token_hex(16)
     safety_secret = secrets.token_hex(32)
     webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -328,6 +339,7 @@ def gw() -> Any:
             WARDEN_TEST_KEY=key,
             WARDEN_TEST_KEY_TRUSTED=trusted_key,
             WARDEN_TEST_WEBHOOK_SECRET=webhook_secret,
+            WARDEN_TEST_KEY_LIMITED=limited_key,
         )
         procs["warden"] = Proc(
             "warden",
@@ -343,6 +355,7 @@ def gw() -> Any:
             standin_key=standin_key,
             key=key,
             trusted_key=trusted_key,
+            limited_key=limited_key,
             safety_secret=safety_secret,
             webhook_secret=webhook_secret,
             tmpdir=tmpdir,

@@ -11,10 +11,13 @@ pub mod geo;
 pub mod limits;
 pub mod lockdown;
 pub mod moderation;
+pub mod pacing;
 pub mod problems;
 pub mod raw;
+pub mod retries;
 pub mod schema;
 pub mod secrets;
+pub mod spend;
 mod validate;
 
 use std::net::SocketAddr;
@@ -55,6 +58,7 @@ pub struct Config {
     pub lockdown: lockdown::LockdownConfig,
     /// `[events]`: store switch, durable wait, excerpts, retention.
     pub events: events::EventsConfig,
+    pub spend: spend::SpendConfig,
 }
 
 /// `[safety]`: content safety policy.
@@ -85,6 +89,10 @@ pub struct UpstreamConfig {
     pub project: Option<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Retries of failed upstream calls and the circuit breaker that bounds them.
+    pub retries: retries::RetryConfig,
+    /// Staying under OpenAI's own rate limits, read from its `x-ratelimit-*` headers.
+    pub pacing: pacing::PacingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

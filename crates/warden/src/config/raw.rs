@@ -21,6 +21,15 @@ section! {
         project: String,
         connect_timeout_secs: u64,
         timeout_secs: u64,
+        // Retries, breaker and pacing: validated in `config/retries.rs` and `config/pacing.rs`.
+        max_retries: u64,
+        retry_deadline_secs: u64,
+        retry_backoff_ms: u64,
+        breaker_failures: u64,
+        breaker_cooldown_secs: u64,
+        pacing: bool,
+        pacing_share: f64,
+        pacing_max_wait_ms: u64,
     }
 }
 
@@ -109,6 +118,8 @@ pub struct RawConfig {
     pub lockdown: Option<toml::Value>,
     /// `[events]`, read in `config/events.rs`.
     pub events: Option<toml::Value>,
+    /// `[spend]`, read in `config/spend.rs`.
+    pub spend: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -131,6 +142,7 @@ const SECTIONS: &[&str] = &[
     "alerts",
     "lockdown",
     "events",
+    "spend",
 ];
 
 impl RawConfig {
@@ -165,6 +177,7 @@ impl RawConfig {
                 "alerts" => raw.alerts = Some(value.clone()),
                 "lockdown" => raw.lockdown = Some(value.clone()),
                 "events" => raw.events = Some(value.clone()),
+                "spend" => raw.spend = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(
                     other,

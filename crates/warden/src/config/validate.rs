@@ -93,6 +93,8 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
             problems,
         ),
         timeout: positive_secs(up.timeout_secs, 600, "upstream.timeout_secs", problems),
+        retries: super::retries::validate(up, problems),
+        pacing: super::pacing::validate(up, problems),
     };
 
     let storage_text = raw.storage.url.as_deref().unwrap_or(DEFAULT_STORAGE);
@@ -177,6 +179,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         alerts: super::alerts::validate(raw.alerts.as_ref(), problems),
         lockdown: super::lockdown::validate(raw.lockdown.as_ref(), problems),
         events: super::events::validate(raw.events.as_ref(), problems),
+        spend: super::spend::validate(raw.spend.as_ref(), problems),
         safety: SafetyConfig {
             moderation: super::moderation::validate(
                 raw.safety.moderation.as_ref(),

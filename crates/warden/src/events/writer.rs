@@ -233,6 +233,7 @@ impl EventSink for LogSink {
                     reason = e.reason.as_deref(),
                     latency_us = e.latency_us,
                     upstream_us = e.upstream_us,
+                    detail = e.detail.as_deref(),
                     "request"
                 );
             }

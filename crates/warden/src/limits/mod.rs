@@ -92,6 +92,24 @@ fn id(parts: &[&str]) -> String {
     out
 }
 
+/// An actor's name in Redis keys. End-user ids (often e-mail addresses) never appear
+/// there in clear: a user's is `u` and the first 16 bytes of SHA-256(key U+001F user),
+/// in hex. Other actors keep their readable ids.
+fn redis_actor(actor: &Actor<'_>) -> String {
+    if actor.kind != Kind::User {
+        return actor.id.clone();
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, actor.id.as_bytes());
+    let mut out = String::with_capacity(34);
+    out.push_str("u\u{1f}");
+    for b in &digest.as_ref()[..16] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 /// `i` and the address's bytes in hex: cheaper than `Display` for IPs.
 fn ip_id(ip: IpAddr) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -237,11 +255,11 @@ impl Limiter {
             return self.admit_local(a);
         };
         let (actors, states, checks, mut ticket) = self.prepare(a)?;
-        ticket.actor_ids = actors.iter().map(|a| a.id.clone()).collect();
+        ticket.actor_ids = actors.iter().map(redis_actor).collect();
         let remote: Vec<SharedCheck> = checks
             .iter()
             .map(|c| SharedCheck {
-                key: shared.key(&actors[c.actor].id, WINDOWS[c.window].2),
+                key: shared.key(&ticket.actor_ids[c.actor], WINDOWS[c.window].2),
                 rate: c.rate,
                 cost: c.cost,
             })
@@ -274,6 +292,7 @@ impl Limiter {
             via_redis: false,
             settled: AtomicBool::new(false),
             strip_usage_chunk: false,
+            priority: Default::default(),
         };
         for (actor, state) in actors.iter().zip(&states) {
             if let Some(max) = actor.rates.concurrency.map(|m| self.scaled(m)) {
@@ -426,6 +445,8 @@ pub struct Ticket {
     settled: AtomicBool,
     /// Warden asked for `stream_options.include_usage`; the client did not.
     pub strip_usage_chunk: bool,
+    /// The request's tier among all tiers, for upstream pacing (lowest is shed first).
+    pub priority: crate::proxy::pacing::Priority,
 }
 
 impl Ticket {

@@ -113,6 +113,22 @@ pub fn go_duration(d: Duration) -> String {
 }
 
 /// Human wording of a wait, for messages: "6s", "1m30s".
+/// `retry-after` (whole seconds, at least 1) and `retry-after-ms` for a wait.
+pub fn retry_headers(wait: Duration) -> Vec<(HeaderName, HeaderValue)> {
+    let ms = ceil_ms(wait);
+    [
+        ("retry-after", ms.div_ceil(1000).max(1)),
+        ("retry-after-ms", ms.max(1)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        HeaderValue::from_str(&value.to_string())
+            .ok()
+            .map(|v| (HeaderName::from_static(name), v))
+    })
+    .collect()
+}
+
 pub fn wait_text(d: Duration) -> String {
     go_duration(d)
 }

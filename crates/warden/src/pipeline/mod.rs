@@ -45,6 +45,7 @@ pub struct StageDeps {
     pub geo_config: crate::config::geo::GeoConfig,
     pub lockdown: crate::lockdown::Lockdown,
     pub abuse: crate::abuse::Abuse,
+    pub spend: crate::spend::Spend,
 }
 
 impl Pipeline {
@@ -69,6 +70,8 @@ impl Pipeline {
     ///    endpoints and models, `n` and output caps, prompt tokens against the per-request
     ///    cap, then rate/token/in-flight limits of organization, key, end user (by tier)
     ///    and client IP (one Redis round trip when shared). 429 with OpenAI's headers.
+    ///    Then `spend` (its own stage): daily and monthly spend budgets of organization,
+    ///    key and end user (in memory, no I/O); 429 `budget_exceeded` naming the budget.
     /// 8. `local_filters` — no network: jailbreak score, secrets and PII rules over every
     ///    user text; blocks (400 `content_filter`), redacts secrets in place, records flags.
     ///    Before `moderation`, so the endpoint only sees what local filters let through.
@@ -98,6 +101,7 @@ impl Pipeline {
                 )),
                 Box::new(stages::abuse_gate::AbuseGate::new(deps.abuse)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),
+                Box::new(stages::spend::SpendBudgets::new(deps.spend)),
                 Box::new(stages::local_filters::LocalFilters::new(deps.filters)),
                 Box::new(stages::moderation::Moderate::new(deps.moderator)),
                 Box::new(stages::safety_identifier::InjectSafetyIdentifier::new(

@@ -7,11 +7,11 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use super::observe::{RelayEnd, ResponseObserver};
 use super::recorder::{Outcome, Recorder};
+use super::upstream::UpstreamBody;
 use crate::endpoint::Endpoint;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,7 +32,7 @@ impl ProxyBody {
 }
 
 pub struct RelayBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     /// Finished when the stream ends; dropped unfinished means the client left.
     recorder: Option<Recorder>,
     /// For event streams: how to tell the client the upstream stream broke.
@@ -43,7 +43,7 @@ pub struct RelayBody {
 
 impl RelayBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         recorder: Recorder,
         sse: Option<Endpoint>,
         observers: Vec<Box<dyn ResponseObserver>>,
@@ -145,7 +145,7 @@ impl RelayBody {
                     }
                     // A plain body cannot carry an error: abort so the client sees a
                     // truncated response, never a short one that looks complete.
-                    None => Poll::Ready(Some(Err(Box::new(err)))),
+                    None => Poll::Ready(Some(Err(err))),
                 }
             }
         }

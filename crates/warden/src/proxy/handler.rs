@@ -65,12 +65,19 @@ pub async fn handle(
     }
 
     // A flagged request's `flag` event is committed while upstream works on the answer.
+    let mut retries = 0;
     let sent = if recorder.has_pending_flags() {
-        let (sent, ()) = tokio::join!(gateway.upstream.send(&ctx), recorder.persist_flags());
+        let (sent, ()) = tokio::join!(
+            gateway.upstream.send(&ctx, &mut retries),
+            recorder.persist_flags()
+        );
         sent
     } else {
-        gateway.upstream.send(&ctx).await
+        gateway.upstream.send(&ctx, &mut retries).await
     };
+    if retries > 0 {
+        recorder.note("upstream", &format!("retries={retries}"));
+    }
     let reply = match sent {
         Ok(reply) => reply,
         Err(err) => return refuse(recorder, &err, &ctx.request_id).await,
@@ -141,7 +148,7 @@ async fn relay_refusal(
     gateway: &Gateway,
     ctx: &RequestContext,
     head: http::response::Parts,
-    body: Incoming,
+    body: super::upstream::UpstreamBody,
     recorder: Recorder,
 ) -> Response<ProxyBody> {
     use http_body_util::BodyExt;

@@ -2,10 +2,14 @@
 //! handler that runs the pipeline around them.
 
 pub mod body;
+pub mod breaker;
 pub mod client_ip;
 pub mod handler;
 pub mod headers;
+pub mod metrics;
 pub mod observe;
 pub mod output;
+pub mod pacing;
 pub mod recorder;
+pub mod retry;
 pub mod upstream;

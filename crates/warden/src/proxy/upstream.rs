@@ -5,20 +5,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::breaker::Breaker;
 use super::headers;
+use super::retry::{self, Verdict};
+use crate::config::retries::RetryConfig;
 use crate::config::UpstreamConfig;
 use crate::error::WardenError;
 use crate::pipeline::RequestContext;
 use crate::secret::Secret;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An upstream answer body: relayed as it arrives, or already read (an error answer
+/// Warden had to look at before deciding on a retry).
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+
+/// Error answers are small; one bigger than this is not read for a retry decision.
+const ERROR_BODY_MAX: usize = 64 * 1024;
 
 pub struct Upstream {
     client: HttpClient,
@@ -30,12 +40,25 @@ pub struct Upstream {
     organization: Option<HeaderValue>,
     project: Option<HeaderValue>,
     timeout: Duration,
+    retries: RetryConfig,
+    pub breaker: Breaker,
+    /// Keeps the organization under its share of OpenAI's own rate limits.
+    pub pacer: super::pacing::Pacer,
+    retries_total: std::sync::atomic::AtomicU64,
 }
 
 /// The upstream's answer head and how long it took.
 pub struct UpstreamReply {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
+    /// From the first attempt to the answer head, waits between retries included.
     pub elapsed: Duration,
+}
+
+/// One attempt's result, before the retry decision.
+enum Attempt {
+    /// An answer; an error answer comes with its body already read.
+    Answer(Response<UpstreamBody>, Option<Bytes>),
+    Unreachable,
 }
 
 impl Upstream {
@@ -70,6 +93,13 @@ impl Upstream {
             organization: header(&config.organization),
             project: header(&config.project),
             timeout: config.timeout,
+            retries: config.retries,
+            breaker: Breaker::new(
+                config.retries.breaker_failures,
+                config.retries.breaker_cooldown,
+            ),
+            retries_total: std::sync::atomic::AtomicU64::new(0),
+            pacer: super::pacing::Pacer::new(config.pacing),
         })
     }
 
@@ -98,7 +128,6 @@ impl Upstream {
         body: Bytes,
         max_bytes: usize,
     ) -> Result<(http::StatusCode, Bytes), WardenError> {
-        use http_body_util::BodyExt;
         let auth = key
             .and_then(|k| k.upstream_key.as_ref())
             .or(self.default_key.as_ref())
@@ -134,9 +163,16 @@ impl Upstream {
         Ok((status, bytes))
     }
 
-    /// Sends the request as the pipeline left it. Dropping the returned future (a client
+    /// Sends the request as the pipeline left it, retrying failed attempts (429, 5xx,
+    /// connection errors) within `max_retries` and the retry deadline. Nothing has reached
+    /// the client yet, streams included: a retry happens before any byte is released.
+    /// `retries` counts the extra attempts made. Dropping the returned future (a client
     /// that went away) drops the upstream connection, which cancels the call.
-    pub async fn send(&self, ctx: &RequestContext) -> Result<UpstreamReply, WardenError> {
+    pub async fn send(
+        &self,
+        ctx: &RequestContext,
+        retries: &mut u32,
+    ) -> Result<UpstreamReply, WardenError> {
         let key = ctx.key.as_deref().ok_or(WardenError::Internal)?;
         let upstream_key = key
             .upstream_key
@@ -155,28 +191,138 @@ impl Upstream {
             key.openai_project.as_ref().or(self.project.as_ref()),
             body.as_ref().map(Bytes::len),
         );
-        let mut request = Request::builder()
-            .method(ctx.method.clone())
-            .uri(self.uri_for(&ctx.path_and_query)?)
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|_| WardenError::Internal)?;
-        *request.headers_mut() = headers;
+        let uri = self.uri_for(&ctx.path_and_query)?;
+        let body = body.unwrap_or_default();
+        let (priority, tokens) = ctx
+            .limit_ticket
+            .as_ref()
+            .map_or((Default::default(), 0), |t| {
+                (t.priority, t.estimated_prompt_tokens())
+            });
+        self.pacer.admit(priority, tokens).await?;
 
-        let sent = Instant::now();
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(UpstreamReply {
-                response,
-                elapsed: sent.elapsed(),
-            }),
-            Ok(Err(err)) => {
-                tracing::warn!(request_id = %ctx.request_id, error = %err, source = ?std::error::Error::source(&err), "upstream request failed");
-                Err(WardenError::UpstreamUnavailable)
+        let started = Instant::now();
+        let deadline = started + self.retries.deadline;
+        let mut last: Option<Response<UpstreamBody>> = None;
+        loop {
+            let permit = match self.breaker.admit() {
+                Ok(permit) => permit,
+                // Opened while retrying: the last answer is the truest one to relay.
+                Err(_) if last.is_some() => break,
+                Err(wait) => {
+                    return Err(WardenError::UpstreamCircuitOpen {
+                        retry_after: wait,
+                        failures: self.breaker.threshold(),
+                    })
+                }
+            };
+            let mut request = Request::builder()
+                .method(ctx.method.clone())
+                .uri(uri.clone())
+                .body(Full::new(body.clone()))
+                .map_err(|_| WardenError::Internal)?;
+            *request.headers_mut() = headers.clone();
+            let attempt = match tokio::time::timeout(self.timeout, self.attempt(request)).await {
+                Ok(attempt) => attempt,
+                Err(_) => {
+                    permit.failure();
+                    tracing::warn!(request_id = %ctx.request_id, timeout_s = self.timeout.as_secs(), "upstream timed out");
+                    // A full timeout already spent the retry budget many times over.
+                    return Err(WardenError::UpstreamTimeout);
+                }
+            };
+            if let Attempt::Answer(response, _) = &attempt {
+                self.pacer.observe(response.headers());
             }
-            Err(_) => {
-                tracing::warn!(request_id = %ctx.request_id, timeout_s = self.timeout.as_secs(), "upstream timed out");
-                Err(WardenError::UpstreamTimeout)
+            let verdict = match &attempt {
+                Attempt::Unreachable => Verdict::Retry {
+                    upstream_down: true,
+                },
+                Attempt::Answer(response, body) => {
+                    retry::classify(response.status(), response.headers(), body.as_deref())
+                }
+            };
+            match verdict {
+                Verdict::Retry {
+                    upstream_down: true,
+                } => permit.failure(),
+                Verdict::Retry { .. } => permit.neutral(),
+                Verdict::Final => permit.success(),
+            }
+            let response = match attempt {
+                Attempt::Answer(response, _) => Some(response),
+                Attempt::Unreachable => None,
+            };
+            if verdict == Verdict::Final {
+                if let Some(response) = response {
+                    return Ok(UpstreamReply {
+                        response,
+                        elapsed: started.elapsed(),
+                    });
+                }
+            }
+            last = response.or(last);
+            if *retries >= self.retries.max_retries {
+                break;
+            }
+            let wait = retry::wait_before(
+                *retries + 1,
+                last.as_ref().map(|r| r.headers()),
+                &self.retries,
+            );
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            *retries += 1;
+            self.retries_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        match last {
+            Some(response) => Ok(UpstreamReply {
+                response,
+                elapsed: started.elapsed(),
+            }),
+            None => Err(WardenError::UpstreamUnavailable),
+        }
+    }
+
+    /// One call: the answer (error answers read whole, so the retry decision can look at
+    /// them and they can still be relayed), or `Unreachable` for a transport failure.
+    async fn attempt(&self, request: Request<Full<Bytes>>) -> Attempt {
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "upstream request failed");
+                return Attempt::Unreachable;
+            }
+        };
+        let status = response.status();
+        let worth_reading = retry::needs_body(status) || status.is_server_error();
+        if !worth_reading {
+            return Attempt::Answer(response.map(Either::Left), None);
+        }
+        let (head, body) = response.into_parts();
+        match http_body_util::Limited::new(body, ERROR_BODY_MAX)
+            .collect()
+            .await
+        {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let response = Response::from_parts(head, Either::Right(Full::new(bytes.clone())));
+                Attempt::Answer(response, Some(bytes))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, %status, "upstream error answer unreadable");
+                Attempt::Unreachable
             }
         }
+    }
+
+    /// Retries made since start, for `/metrics`.
+    pub fn retries_total(&self) -> u64 {
+        self.retries_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -2,6 +2,7 @@
 //! and output tokens, counts prompt tokens against the per-request cap, asks upstream
 //! for stream usage, then admits the request against every actor's rate limits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -12,10 +13,13 @@ use crate::error::WardenError;
 use crate::json_body::JsonBody;
 use crate::limits::{tokens, Admission, Limiter, Ticket};
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};
+use crate::proxy::pacing::Priority;
 
 pub struct Limits {
     config: Arc<LimitsConfig>,
     limiter: Limiter,
+    /// Each tier's rank for upstream pacing: tiers with bigger budgets rank higher.
+    priorities: HashMap<String, Priority>,
 }
 
 /// What the policy part decided before the rate limiter is asked.
@@ -26,11 +30,17 @@ struct Prepared {
     prompt_tokens: u64,
     rewrote: bool,
     strip_usage_chunk: bool,
+    priority: Priority,
 }
 
 impl Limits {
     pub fn new(config: Arc<LimitsConfig>, limiter: Limiter) -> Self {
-        Self { config, limiter }
+        let priorities = tier_priorities(&config);
+        Self {
+            config,
+            limiter,
+            priorities,
+        }
     }
 
     fn prepare(&self, ctx: &mut RequestContext) -> Result<Option<Prepared>, WardenError> {
@@ -103,7 +113,7 @@ impl Limits {
             }
         }
         let user = match (&ctx.end_user, tier) {
-            (Some(user), Some(tier)) => Some((user.id.clone(), tier_name, tier.rates)),
+            (Some(user), Some(tier)) => Some((user.id.clone(), tier_name.clone(), tier.rates)),
             _ => None,
         };
         Ok(Some(Prepared {
@@ -113,6 +123,7 @@ impl Limits {
             prompt_tokens,
             rewrote,
             strip_usage_chunk,
+            priority: self.priorities.get(&tier_name).copied().unwrap_or_default(),
         }))
     }
 }
@@ -133,6 +144,7 @@ impl Prepared {
 
     fn finish(&self, ctx: &mut RequestContext, mut ticket: Ticket) -> Verdict {
         ticket.strip_usage_chunk = self.strip_usage_chunk;
+        ticket.priority = self.priority;
         ctx.limit_ticket = Some(Arc::new(ticket));
         if self.rewrote {
             Verdict::Rewrite
@@ -162,6 +174,28 @@ impl Stage for Limits {
             Ok(prepared.finish(ctx, ticket))
         }))
     }
+}
+
+/// Ranks tiers by their requests per minute (unlimited highest); tiers with the same
+/// budget share a rank. Rank 0 is shed first when upstream headroom runs out.
+fn tier_priorities(config: &LimitsConfig) -> HashMap<String, Priority> {
+    let budget = |rates: &Rates| rates.requests_per_minute.unwrap_or(u64::MAX);
+    let mut levels: Vec<u64> = config.tiers.values().map(|t| budget(&t.rates)).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let count = u8::try_from(levels.len()).unwrap_or(u8::MAX);
+    config
+        .tiers
+        .iter()
+        .map(|(name, tier)| {
+            let rank = levels.partition_point(|l| *l < budget(&tier.rates));
+            let priority = Priority {
+                rank: u8::try_from(rank).unwrap_or(u8::MAX),
+                levels: count,
+            };
+            (name.clone(), priority)
+        })
+        .collect()
 }
 
 fn model_in_path(ctx: &RequestContext) -> Option<String> {

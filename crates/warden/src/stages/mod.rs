@@ -10,6 +10,7 @@ pub mod moderation;
 pub mod network_policy;
 pub mod read_body;
 pub mod safety_identifier;
+pub mod spend;
 pub mod user_standing;
 
 #[cfg(test)]

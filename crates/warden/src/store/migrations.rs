@@ -150,6 +150,17 @@ const STEPS: &[(i64, &str)] = &[
         // Abuse detection: the client's country on each request event (geo policy).
         "ALTER TABLE events ADD COLUMN country TEXT;",
     ),
+    (
+        4,
+        // Spend per (org | key | user, subject, UTC day or month), in nano-USD.
+        "CREATE TABLE spend (
+        scope TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        period TEXT NOT NULL,
+        nano_usd BIGINT NOT NULL,
+        PRIMARY KEY (scope, subject, period)
+    );",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

@@ -22,6 +22,7 @@ mod users;
 pub use notices::{Delivery, SafetyCase};
 pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
+mod spend;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -27,6 +27,8 @@ pub struct Options {
     pub server_toml: String,
     pub upstream_url: Option<String>,
     pub upstream_timeout_secs: u64,
+    /// Extra keys for the `[upstream]` section (retries, breaker, pacing).
+    pub upstream_toml: String,
     pub extra_env: Vec<(String, String)>,
     /// Moderation (on by default in Warden) is off in tests unless asked for, so the
     /// stand-in's request log holds only the calls a test makes.
@@ -41,6 +43,7 @@ impl Default for Options {
             server_toml: "max_body_bytes = 65536\nrequest_body_timeout_secs = 2\n".into(),
             upstream_url: None,
             upstream_timeout_secs: 30,
+            upstream_toml: String::new(),
             extra_env: Vec::new(),
             moderation: false,
         }
@@ -89,6 +92,7 @@ admin_listen = "127.0.0.1:0"
 base_url = "{upstream}"
 api_key_env = "T_UPSTREAM_KEY"
 timeout_secs = {timeout}
+{upstream_extra}
 
 [storage]
 url = "{storage}"
@@ -129,6 +133,7 @@ issuer = "test-app"
 "#,
             server = options.server_toml,
             timeout = options.upstream_timeout_secs,
+            upstream_extra = options.upstream_toml,
             extra = if options.moderation {
                 options.extra_toml
             } else {

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http::response::Parts;
 use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::observe::{RelayEnd, ResponseObserver};
@@ -48,7 +47,7 @@ pub async fn respond(
     moderator: Arc<Moderator>,
     ctx: &RequestContext,
     mut head: Parts,
-    upstream: Incoming,
+    upstream: crate::proxy::upstream::UpstreamBody,
     mut recorder: Recorder,
     mut observers: Vec<Box<dyn ResponseObserver>>,
     is_sse: bool,
