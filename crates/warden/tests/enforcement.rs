@@ -430,3 +430,44 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_evidence_report_downloads_from_the_admin_api() {
+    let w = start(None);
+    let alice = unique("alice");
+    assert_eq!(standing_header(&w, &alice).await.0, 200);
+    expect_error(
+        post(&w, "/v1/chat/completions", Some(&alice), &chat(JAILBREAK)).await,
+        400,
+    )
+    .await;
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, report) =
+            admin(&w, "GET", &format!("/admin/v1/report?since={today}"), None).await;
+        assert_eq!(status, 200, "{report}");
+        if report["blocks"]["content"] == 1 && report["audit_chain"]["ok"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let html = client()
+        .get(format!(
+            "{}/admin/v1/report?since={today}&format=html",
+            w.admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(html.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let (status, bad) = admin(&w, "GET", "/admin/v1/report?since=yesterday", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "invalid_report_range");
+}

@@ -3,6 +3,7 @@
 
 mod auth;
 mod overview;
+mod report;
 mod risk;
 mod users;
 
@@ -46,6 +47,7 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/v1/cases", get(cases))
         .route("/admin/v1/summary", get(overview::summary))
         .route("/admin/v1/risk", get(risk::risk))
+        .route("/admin/v1/report", get(report::report))
         .route(
             "/admin/v1/lockdown",
             get(risk::lockdown_status).post(risk::lockdown_switch),
@@ -159,6 +161,45 @@ mod tests {
         }
         for path in documented.iter().filter(|p| p.starts_with("/admin/v1")) {
             assert!(routed.contains(path), "{path} is documented but not routed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod grafana_tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Every metric the Grafana dashboard queries is one Warden exports.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics() {
+        let dashboard = include_str!("../../../../docs/grafana-dashboard.json");
+        let exported = [
+            include_str!("../events/metrics.rs"),
+            include_str!("../abuse/mod.rs"),
+            include_str!("../alerts/mod.rs"),
+            include_str!("../admin.rs"),
+            include_str!("../proxy/metrics.rs"),
+        ]
+        .concat();
+        let mut names: Vec<&str> = dashboard
+            .split("warden_")
+            .skip(1)
+            .map(|rest| {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let base = name.trim_end_matches("_bucket").trim_end_matches("_count");
+            assert!(
+                exported.contains(&format!("warden_{base}")),
+                "the dashboard queries warden_{name}, which nothing exports"
+            );
         }
     }
 }
