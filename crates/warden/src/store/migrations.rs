@@ -112,6 +112,22 @@ const STEPS: &[(i64, &str)] = &[
     CREATE INDEX strikes_user ON strikes (key_name, end_user, at_ms);",
     ),
     (
+        4,
+        // Spend per (org | key | user, subject, UTC day or month), in nano-USD.
+        "CREATE TABLE spend (
+        scope TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        period TEXT NOT NULL,
+        nano_usd BIGINT NOT NULL,
+        PRIMARY KEY (scope, subject, period)
+    );",
+    ),
+    (
+        5,
+        // Abuse detection: the client's country on each request event (geo policy).
+        "ALTER TABLE events ADD COLUMN country TEXT;",
+    ),
+    (
         6,
         // OpenAI's safety notices (the delivery queue and the cases acted on) and the
         // virtual-key lifecycle (expiry, scopes, rotation overlap).
@@ -144,22 +160,6 @@ const STEPS: &[(i64, &str)] = &[
     ALTER TABLE virtual_keys ADD COLUMN allowed_endpoints TEXT;
     ALTER TABLE virtual_keys ADD COLUMN previous_hash TEXT;
     ALTER TABLE virtual_keys ADD COLUMN previous_until BIGINT;",
-    ),
-    (
-        5,
-        // Abuse detection: the client's country on each request event (geo policy).
-        "ALTER TABLE events ADD COLUMN country TEXT;",
-    ),
-    (
-        4,
-        // Spend per (org | key | user, subject, UTC day or month), in nano-USD.
-        "CREATE TABLE spend (
-        scope TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        period TEXT NOT NULL,
-        nano_usd BIGINT NOT NULL,
-        PRIMARY KEY (scope, subject, period)
-    );",
     ),
 ];
 
