@@ -13,8 +13,11 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is in flight; everyone else is refused until it reports.
-    Probing,
+    /// One probe is in flight; everyone else is refused until it reports, or until
+    /// `until` if it never does (its request was dropped: the client left mid-call).
+    Probing {
+        until: Instant,
+    },
 }
 
 pub struct Breaker {
@@ -40,11 +43,13 @@ impl Breaker {
         };
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } if Instant::now() >= until => {
-                *state = State::Probing;
+            State::Open { until } | State::Probing { until } if Instant::now() >= until => {
+                *state = State::Probing {
+                    until: Instant::now() + self.cooldown,
+                };
                 true
             }
-            State::Open { .. } | State::Probing => false,
+            State::Open { .. } | State::Probing { .. } => false,
         }
     }
 
@@ -73,7 +78,7 @@ impl Breaker {
                 };
                 false
             }
-            State::Probing | State::Open { .. } => {
+            State::Probing { .. } | State::Open { .. } => {
                 *state = open;
                 true
             }
@@ -102,6 +107,18 @@ mod tests {
         assert!(breaker.allow());
         breaker.success();
         assert!(breaker.allow() && breaker.allow(), "closed again");
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_keep_the_breaker_shut() {
+        let breaker = Breaker::new(1, Duration::from_millis(30));
+        assert!(breaker.failure());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "the probe");
+        // Its caller went away: neither success nor failure is ever reported.
+        assert!(!breaker.allow(), "still waiting on the probe");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "a new probe once the first one's time is up");
     }
 
     #[test]
