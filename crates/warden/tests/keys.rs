@@ -141,3 +141,48 @@ async fn rotation_keeps_both_secrets_working_for_the_overlap_then_only_the_new_o
         200
     );
 }
+
+#[tokio::test]
+async fn a_revoked_key_still_in_use_raises_an_alert() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let w = Warden::start_with(Options {
+        extra_toml: format!(
+            "[alerts]\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\nformat = \"json\"\n"
+        ),
+        ..Default::default()
+    });
+    let name = unique("leaky");
+    let secret = create(&w, &["create", "--name", &name]);
+    until_status(&w, &secret, 200, Duration::from_secs(5)).await;
+    let config = w.config_path.to_str().unwrap().to_owned();
+    assert!(w
+        .cli(&["keys", "revoke", &name, "--config", &config])
+        .status
+        .success());
+    until_status(&w, &secret, 401, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alerts = seen.lock().unwrap().clone();
+        if let Some(alert) = alerts.iter().find(|a| a.contains("revoked_key_used")) {
+            assert!(alert.contains(&name), "{alert}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert; got {alerts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

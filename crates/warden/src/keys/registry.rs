@@ -14,6 +14,8 @@ pub type DeclaredKey = (Option<SecretHash>, Arc<VirtualKey>);
 
 pub struct KeyRegistry {
     by_hash: ArcSwap<HashMap<SecretHash, Arc<VirtualKey>>>,
+    /// Names of revoked (or expired) store keys by secret hash: a leaked key still in use.
+    retired: ArcSwap<HashMap<SecretHash, String>>,
     /// Keys from the config file, with the hash of their Bearer value if they have one.
     declared: Vec<DeclaredKey>,
     /// Keys that accept a user token with no Bearer key, tried in config order.
@@ -29,6 +31,7 @@ impl KeyRegistry {
             .collect();
         let registry = Self {
             by_hash: ArcSwap::from_pointee(HashMap::new()),
+            retired: ArcSwap::from_pointee(HashMap::new()),
             declared,
             token_only,
         };
@@ -38,6 +41,11 @@ impl KeyRegistry {
 
     pub fn lookup(&self, bearer: &str) -> Option<Arc<VirtualKey>> {
         self.by_hash.load().get(&hash_secret(bearer)).cloned()
+    }
+
+    /// The name of the revoked or expired key this secret belonged to, if any.
+    pub fn retired(&self, bearer: &str) -> Option<String> {
+        self.retired.load().get(&hash_secret(bearer)).cloned()
     }
 
     pub fn token_keys(&self) -> &[Arc<VirtualKey>] {
@@ -64,12 +72,14 @@ impl KeyRegistry {
             }
         }
         let now = crate::events::now_ms() / 1000;
+        let mut retired = HashMap::new();
         for key in stored {
             let expired = key.expires_at.is_some_and(|at| at <= now);
-            if key.revoked_at.is_some()
-                || expired
-                || self.declared.iter().any(|(_, d)| d.name == key.name)
-            {
+            if key.revoked_at.is_some() || expired {
+                retired.insert(key.secret_hash, key.name.clone());
+                continue;
+            }
+            if self.declared.iter().any(|(_, d)| d.name == key.name) {
                 continue;
             }
             let scope =
@@ -98,6 +108,7 @@ impl KeyRegistry {
             table.insert(key.secret_hash, live);
         }
         self.by_hash.store(Arc::new(table));
+        self.retired.store(Arc::new(retired));
     }
 }
 

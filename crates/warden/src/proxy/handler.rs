@@ -60,6 +60,7 @@ pub async fn handle(
     recorder.learn(&ctx);
     gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let Err(err) = ran {
+        leak_alert(&gateway, &ctx);
         recorder.blocked_by(&err, &ctx);
         return refuse(recorder, &err, &ctx.request_id).await;
     }
@@ -131,6 +132,27 @@ pub async fn handle(
         Response::from_parts(head, ProxyBody::Relay(Box::new(body))),
         strip,
     )
+}
+
+/// A revoked or expired virtual key still in use is probably leaked: tell the operator.
+fn leak_alert(gateway: &Gateway, ctx: &RequestContext) {
+    use crate::stages::authenticate::RETIRED_KEY_NOTE;
+    let Some(name) = ctx
+        .findings
+        .iter()
+        .find_map(|f| f.note.strip_prefix(RETIRED_KEY_NOTE))
+    else {
+        return;
+    };
+    let ip = ctx.client_ip.to_string();
+    gateway.alerts.raise(crate::alerts::Alert::new(
+        "revoked_key_used",
+        format!("revoked-key:{name}:{ip}"),
+        crate::alerts::Severity::Critical,
+        format!("Revoked virtual key '{name}' is still in use"),
+        format!("A request with the revoked or expired key '{name}' came from {ip} and was refused (401). The key has probably leaked: find where it is still configured."),
+        serde_json::json!({"key": name, "client_ip": ip, "request_id": ctx.request_id}),
+    ));
 }
 
 /// An upstream client error on a request that named an end user: it may be OpenAI

@@ -7,6 +7,9 @@ use crate::error::WardenError;
 use crate::keys::KeyRegistry;
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};
 
+/// The finding a revoked or expired key's use leaves: `retired_key:<name>`.
+pub const RETIRED_KEY_NOTE: &str = "retired_key:";
+
 pub struct Authenticate {
     keys: Arc<KeyRegistry>,
 }
@@ -28,7 +31,19 @@ impl Authenticate {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .ok_or(WardenError::InvalidApiKey)?;
-            ctx.key = Some(self.keys.lookup(bearer).ok_or(WardenError::InvalidApiKey)?);
+            match self.keys.lookup(bearer) {
+                Some(key) => ctx.key = Some(key),
+                None => {
+                    if let Some(name) = self.keys.retired(bearer) {
+                        // A revoked or expired key still in use: likely leaked.
+                        ctx.findings.push(crate::pipeline::Finding {
+                            stage: "authenticate",
+                            note: format!("{RETIRED_KEY_NOTE}{name}"),
+                        });
+                    }
+                    return Err(WardenError::InvalidApiKey);
+                }
+            }
             return Ok(Verdict::Allow);
         }
         // No API key: a browser or phone presenting only a signed user token. The key is

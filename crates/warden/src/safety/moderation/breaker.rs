@@ -118,7 +118,10 @@ mod tests {
         // Its caller went away: neither success nor failure is ever reported.
         assert!(!breaker.allow(), "still waiting on the probe");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(breaker.allow(), "a new probe once the first one's time is up");
+        assert!(
+            breaker.allow(),
+            "a new probe once the first one's time is up"
+        );
     }
 
     #[test]
