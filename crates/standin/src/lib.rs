@@ -179,6 +179,12 @@ impl Handle {
     }
 
     /// Every recorded `/v1` request (the most recent 10,000), oldest first.
+    /// Accepts `key` too from now on, besides the configured one (an upstream key
+    /// rotation, as OpenAI accepts old and new keys until the old one is revoked).
+    pub fn accept_also(&self, key: &str) {
+        self.app.accept_also(key);
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.app.recorder.requests()
     }

@@ -15,6 +15,8 @@ pub(crate) struct App {
     pub(crate) cases: Cases,
     /// The key every `/v1` call must bear, if any.
     api_key: Option<String>,
+    /// More keys accepted besides `api_key` (a key rotation in progress).
+    also_accepted: std::sync::RwLock<Vec<String>>,
 }
 
 impl App {
@@ -24,6 +26,13 @@ impl App {
             faults: FaultQueue::default(),
             cases: Cases::default(),
             api_key,
+            also_accepted: std::sync::RwLock::default(),
+        }
+    }
+
+    pub(crate) fn accept_also(&self, key: &str) {
+        if let Ok(mut keys) = self.also_accepted.write() {
+            keys.push(key.to_owned());
         }
     }
 
@@ -40,7 +49,11 @@ impl App {
             .get(..7)
             .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
             .map_or("", |_| value[7..].trim());
-        if given == expected.as_str() {
+        let also = self
+            .also_accepted
+            .read()
+            .is_ok_and(|keys| keys.iter().any(|k| k == given));
+        if given == expected.as_str() || also {
             Ok(())
         } else {
             Err(ApiError::invalid_api_key(

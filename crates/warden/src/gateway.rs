@@ -91,6 +91,32 @@ impl Gateway {
             &config.upstream,
             secrets.upstream_default.as_ref(),
         )?);
+        match secrets
+            .master_key
+            .as_ref()
+            .and_then(|k| crate::vault::MasterKey::parse(k.expose()))
+        {
+            Some(master) => {
+                let master = Arc::new(master);
+                crate::vault::unlock(&store, &master).await.map_err(|err| {
+                    anyhow::anyhow!(
+                        "upstream.master_key_env ({}): {err}",
+                        config.upstream.master_key_env
+                    )
+                })?;
+                let fallback = (*upstream.defaults()).clone();
+                crate::vault::serve_active(store.clone(), master, upstream.clone(), fallback)
+                    .await?;
+            }
+            None => {
+                if store.active_upstream_key().await?.is_some() {
+                    tracing::warn!(
+                        "the store holds an active upstream key but {} is not set: using the environment/file key",
+                        config.upstream.master_key_env
+                    );
+                }
+            }
+        }
         let moderator = Arc::new(Moderator::new(
             config.safety.moderation.clone(),
             Arc::new(UpstreamBackend {

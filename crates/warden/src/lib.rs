@@ -29,3 +29,4 @@ pub mod server;
 pub mod spend;
 pub mod stages;
 pub mod store;
+pub mod vault;

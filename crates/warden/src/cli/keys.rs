@@ -50,6 +50,18 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate the upstream OpenAI key: seal the new one (from an environment variable) and
+    /// make it active; gateways switch within a second, in-flight requests finish on the
+    /// old one. Retire the old key at OpenAI once traffic has moved.
+    RotateUpstream {
+        name: String,
+        #[arg(long)]
+        from_env: String,
+        #[arg(long)]
+        organization: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Revoke a key; running gateways stop accepting it within a second.
     Revoke { name: String },
 }
@@ -214,6 +226,23 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                 );
                 println!("{}", secret.expose());
             }
+        }
+        KeysCommand::RotateUpstream {
+            name,
+            from_env,
+            organization,
+            project,
+        } => {
+            super::upstream_keys::add(
+                &config,
+                &store,
+                &name,
+                &from_env,
+                organization,
+                project,
+                true,
+            )
+            .await?
         }
         KeysCommand::Revoke { name } => {
             if config.keys.iter().any(|k| k.name == name) {

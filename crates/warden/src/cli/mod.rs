@@ -10,6 +10,7 @@ mod keys;
 mod lockdown;
 mod report;
 mod serve;
+mod upstream_keys;
 mod users;
 
 use std::path::PathBuf;
@@ -64,6 +65,14 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// OpenAI keys sealed in the store under the master key: add, activate, retire, list.
+    UpstreamKeys {
+        #[command(subcommand)]
+        command: upstream_keys::UpstreamKeysCommand,
+        /// Config file naming the store.
+        #[arg(long, env = "WARDEN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Lockdown mode: on, off, or status (shared by every gateway using the store).
     Lockdown {
         #[command(subcommand)]
@@ -105,6 +114,7 @@ pub fn main() -> ExitCode {
             Command::Keys { command, config } => keys::run(command, config).await,
             Command::Users { command, config } => users::run(command, config).await,
             Command::Cases { command, config } => cases::run(command, config).await,
+            Command::UpstreamKeys { command, config } => upstream_keys::run(command, config).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Lockdown { command, config } => lockdown::run(command, config).await,
             Command::Audit { command, config } => return audit::run(command, config).await,

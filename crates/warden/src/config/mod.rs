@@ -85,6 +85,10 @@ pub struct UpstreamConfig {
     pub api_key_env: String,
     /// Named in the file: a missing variable is then an error, not a warning.
     pub api_key_required: bool,
+    /// A mounted secret holding the default upstream key; wins over `api_key_env`.
+    pub api_key_file: Option<PathBuf>,
+    /// The vault's master key (32 bytes, base64) for upstream keys kept in the store.
+    pub master_key_env: String,
     pub organization: Option<String>,
     pub project: Option<String>,
     pub connect_timeout: Duration,

@@ -17,6 +17,8 @@ section! {
     pub struct RawUpstream {
         base_url: String,
         api_key_env: String,
+        api_key_file: String,
+        master_key_env: String,
         organization: String,
         project: String,
         connect_timeout_secs: u64,

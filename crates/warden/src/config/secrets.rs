@@ -33,6 +33,8 @@ pub struct Secrets {
     pub notice_secret: Option<Secret>,
     /// A key allowed to read safety cases; falls back to the upstream key.
     pub case_key: Option<Secret>,
+    /// The vault's master key, when set.
+    pub master_key: Option<Secret>,
 }
 
 impl Secrets {
@@ -41,8 +43,35 @@ impl Secrets {
         let mut problems = Problems::default();
         let mut warnings = Vec::new();
         let upstream_env = &config.upstream.api_key_env;
-        let upstream_default = env.get(upstream_env).map(Secret::new);
-        if upstream_default.is_none() {
+        let mut upstream_default = env.get(upstream_env).map(Secret::new);
+        if let Some(path) = &config.upstream.api_key_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    upstream_default = Some(Secret::new(text.trim().to_owned()))
+                }
+                Ok(_) => problems.push(
+                    "upstream.api_key_file",
+                    format!("{} is empty", path.display()),
+                ),
+                Err(err) => problems.push(
+                    "upstream.api_key_file",
+                    format!("cannot read {}: {err}", path.display()),
+                ),
+            }
+        }
+        let master_key = env.get(&config.upstream.master_key_env).map(Secret::new);
+        if let Some(key) = &master_key {
+            if crate::vault::MasterKey::parse(key.expose()).is_none() {
+                problems.push(
+                    "upstream.master_key_env",
+                    format!(
+                        "{} must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)",
+                        config.upstream.master_key_env
+                    ),
+                );
+            }
+        }
+        if upstream_default.is_none() && config.upstream.api_key_file.is_none() {
             let text = format!(
                 "environment variable {upstream_env} is not set: requests on keys without their own upstream key will get 503"
             );
@@ -159,6 +188,7 @@ impl Secrets {
                 admin_token,
                 notice_secret,
                 case_key,
+                master_key,
             },
             problems,
             warnings,

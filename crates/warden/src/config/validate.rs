@@ -80,6 +80,13 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         base_url,
         api_key_env,
         api_key_required: up.api_key_env.is_some(),
+        api_key_file: up.api_key_file.as_deref().map(std::path::PathBuf::from),
+        master_key_env: env_name(
+            up.master_key_env.as_deref(),
+            "WARDEN_MASTER_KEY",
+            "upstream.master_key_env",
+            problems,
+        ),
         organization: header_text(
             up.organization.as_deref(),
             "upstream.organization",

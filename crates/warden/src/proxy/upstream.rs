@@ -36,15 +36,25 @@ pub struct Upstream {
     authority: Authority,
     /// Path prefix that replaces the client's `/v1` (usually `/v1` itself).
     base_path: String,
-    default_key: Option<HeaderValue>,
-    organization: Option<HeaderValue>,
-    project: Option<HeaderValue>,
+    /// The default upstream key and its organization/project headers; swapped whole when
+    /// an operator activates another key (requests already sent keep the one they had).
+    defaults: arc_swap::ArcSwap<Defaults>,
     timeout: Duration,
     retries: RetryConfig,
     pub breaker: Breaker,
     /// Keeps the organization under its share of OpenAI's own rate limits.
     pub pacer: super::pacing::Pacer,
     retries_total: std::sync::atomic::AtomicU64,
+}
+
+/// The upstream key used when a virtual key has none of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    pub key: Option<HeaderValue>,
+    pub organization: Option<HeaderValue>,
+    pub project: Option<HeaderValue>,
+    /// The vault entry it came from; `None` for the environment or file key.
+    pub name: Option<String>,
 }
 
 /// The upstream's answer head and how long it took.
@@ -89,9 +99,12 @@ impl Upstream {
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
-            default_key: default_key.and_then(|k| headers::bearer(k.expose())),
-            organization: header(&config.organization),
-            project: header(&config.project),
+            defaults: arc_swap::ArcSwap::from_pointee(Defaults {
+                key: default_key.and_then(|k| headers::bearer(k.expose())),
+                organization: header(&config.organization),
+                project: header(&config.project),
+                name: None,
+            }),
             timeout: config.timeout,
             retries: config.retries,
             breaker: Breaker::new(
@@ -118,6 +131,16 @@ impl Upstream {
             .map_err(|_| WardenError::Internal)
     }
 
+    /// The default key now in use.
+    pub fn defaults(&self) -> std::sync::Arc<Defaults> {
+        self.defaults.load_full()
+    }
+
+    /// Switches the default key; requests already on their way keep the one they took.
+    pub fn set_defaults(&self, defaults: Defaults) {
+        self.defaults.store(std::sync::Arc::new(defaults));
+    }
+
     /// A call Warden makes on its own behalf (e.g. `/moderations`) with the key's
     /// upstream key (or the default) and project; the answer is read whole, up to
     /// `max_bytes`. Timeouts are the caller's: each internal call has its own budget.
@@ -128,9 +151,10 @@ impl Upstream {
         body: Bytes,
         max_bytes: usize,
     ) -> Result<(http::StatusCode, Bytes), WardenError> {
+        let defaults = self.defaults.load();
         let auth = key
             .and_then(|k| k.upstream_key.as_ref())
-            .or(self.default_key.as_ref())
+            .or(defaults.key.as_ref())
             .ok_or(WardenError::NoUpstreamKey)?;
         let mut request = Request::builder()
             .method(http::Method::POST)
@@ -141,9 +165,9 @@ impl Upstream {
             .map_err(|_| WardenError::Internal)?;
         let project = key
             .and_then(|k| k.openai_project.as_ref())
-            .or(self.project.as_ref());
+            .or(defaults.project.as_ref());
         for (name, value) in [
-            ("openai-organization", self.organization.as_ref()),
+            ("openai-organization", defaults.organization.as_ref()),
             ("openai-project", project),
         ] {
             if let Some(value) = value {
@@ -174,10 +198,11 @@ impl Upstream {
         retries: &mut u32,
     ) -> Result<UpstreamReply, WardenError> {
         let key = ctx.key.as_deref().ok_or(WardenError::Internal)?;
+        let defaults = self.defaults.load_full();
         let upstream_key = key
             .upstream_key
             .as_ref()
-            .or(self.default_key.as_ref())
+            .or(defaults.key.as_ref())
             .ok_or(WardenError::NoUpstreamKey)?;
         let body = if ctx.endpoint.has_json_body() {
             Some(ctx.outgoing_body())
@@ -187,8 +212,8 @@ impl Upstream {
         let headers = headers::to_upstream(
             &ctx.headers,
             upstream_key,
-            self.organization.as_ref(),
-            key.openai_project.as_ref().or(self.project.as_ref()),
+            defaults.organization.as_ref(),
+            key.openai_project.as_ref().or(defaults.project.as_ref()),
             body.as_ref().map(Bytes::len),
         );
         let uri = self.uri_for(&ctx.path_and_query)?;
@@ -337,8 +362,9 @@ impl Upstream {
         max_bytes: usize,
     ) -> Result<(http::StatusCode, Bytes), WardenError> {
         use http_body_util::BodyExt;
+        let defaults = self.defaults.load();
         let auth = auth
-            .or(self.default_key.as_ref())
+            .or(defaults.key.as_ref())
             .ok_or(WardenError::NoUpstreamKey)?;
         let mut request = Request::builder()
             .method(http::Method::GET)
@@ -346,7 +372,7 @@ impl Upstream {
             .header(http::header::AUTHORIZATION, auth.clone())
             .body(Full::new(Bytes::new()))
             .map_err(|_| WardenError::Internal)?;
-        if let Some(org) = &self.organization {
+        if let Some(org) = &defaults.organization {
             request
                 .headers_mut()
                 .insert("openai-organization", org.clone());

@@ -161,6 +161,19 @@ const STEPS: &[(i64, &str)] = &[
     ALTER TABLE virtual_keys ADD COLUMN previous_hash TEXT;
     ALTER TABLE virtual_keys ADD COLUMN previous_until BIGINT;",
     ),
+    (
+        7,
+        // Upstream keys sealed under the vault's master key (AES-256-GCM).
+        "CREATE TABLE upstream_keys (
+        name TEXT PRIMARY KEY,
+        sealed TEXT NOT NULL,
+        organization TEXT,
+        project TEXT,
+        state TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    );",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

@@ -18,10 +18,12 @@ mod migrations;
 mod notices;
 mod overview;
 mod users;
+mod vault;
 
 pub use notices::{Delivery, SafetyCase};
 pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
+pub use vault::StoredUpstreamKey;
 mod spend;
 
 use std::path::Path;

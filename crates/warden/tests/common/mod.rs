@@ -177,6 +177,19 @@ issuer = "test-app"
     }
 
     /// Runs another `warden` subcommand against the same config and environment.
+    /// A `cli` that can run on another thread (a blocking task) while the test goes on.
+    pub fn clone_cli_env(&self) -> impl Fn(&[&str]) -> std::process::Output + Send + 'static {
+        let (config, env) = (self.config_path.clone(), self.env.clone());
+        move |args: &[&str]| {
+            Command::new(warden_bin())
+                .args(args)
+                .env("WARDEN_CONFIG", &config)
+                .envs(&env)
+                .output()
+                .unwrap()
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(warden_bin())
             .args(args)
