@@ -37,6 +37,8 @@ pub struct Gateway {
     pub store: Store,
     /// OpenAI's safety webhooks: receiver state and the case worker.
     pub notices: Arc<crate::notices::Notices>,
+    /// The vault's master key, when configured (upstream keys sealed in the store).
+    pub vault: Option<Arc<crate::vault::MasterKey>>,
     /// Digests of the tokens the admin API accepts.
     pub admin_tokens: crate::admin_api::AdminTokens,
     /// End-user strikes, suspensions and bans.
@@ -91,13 +93,13 @@ impl Gateway {
             &config.upstream,
             secrets.upstream_default.as_ref(),
         )?);
-        match secrets
+        let vault = secrets
             .master_key
             .as_ref()
             .and_then(|k| crate::vault::MasterKey::parse(k.expose()))
-        {
+            .map(Arc::new);
+        match vault.clone() {
             Some(master) => {
-                let master = Arc::new(master);
                 crate::vault::unlock(&store, &master).await.map_err(|err| {
                     anyhow::anyhow!(
                         "upstream.master_key_env ({}): {err}",
@@ -186,6 +188,7 @@ impl Gateway {
             store,
             enforcement,
             notices,
+            vault,
             admin_tokens: crate::admin_api::AdminTokens::new(
                 config
                     .admin

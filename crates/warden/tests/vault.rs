@@ -154,3 +154,80 @@ async fn a_wrong_master_key_stops_warden_with_a_clear_message() {
     );
     assert!(stderr.contains("WARDEN_MASTER_KEY"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_admin_api_adds_and_activates_an_upstream_key() {
+    let w = Warden::start_with(Options {
+        extra_env: vec![("WARDEN_MASTER_KEY".into(), master())],
+        ..Default::default()
+    });
+    w.standin.accept_also(NEW_UPSTREAM_KEY);
+    let admin = |path: &str| format!("{}{path}", w.admin);
+    let added: serde_json::Value = client()
+        .post(admin("/admin/v1/upstream-keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "api-added", "key": NEW_UPSTREAM_KEY, "project": "proj_rotated"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(added["data"][0]["state"], "standby", "{added}");
+    assert!(
+        !added.to_string().contains(NEW_UPSTREAM_KEY),
+        "the secret never comes back"
+    );
+    assert_eq!(
+        post(&w, "/v1/chat/completions", Some("u"), &chat_body())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        bearers_seen(&w).last().unwrap(),
+        &format!("Bearer {UPSTREAM_KEY}")
+    );
+    let activated = client()
+        .post(admin("/admin/v1/upstream-keys/api-added/activate"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(
+            post(&w, "/v1/chat/completions", Some("u"), &chat_body())
+                .await
+                .status(),
+            200
+        );
+        let last = w
+            .standin
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.path == "/v1/chat/completions")
+            .unwrap();
+        if last.headers.get("authorization") == Some(&format!("Bearer {NEW_UPSTREAM_KEY}")) {
+            assert_eq!(
+                last.headers.get("openai-project").map(String::as_str),
+                Some("proj_rotated")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the activated key was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = client()
+        .post(admin("/admin/v1/upstream-keys/nope/activate"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -5,6 +5,7 @@ mod auth;
 mod overview;
 mod report;
 mod risk;
+mod upstream_keys;
 mod users;
 
 use std::sync::Arc;
@@ -48,6 +49,18 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/v1/summary", get(overview::summary))
         .route("/admin/v1/risk", get(risk::risk))
         .route("/admin/v1/report", get(report::report))
+        .route(
+            "/admin/v1/upstream-keys",
+            get(upstream_keys::list).post(upstream_keys::add),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/activate",
+            post(upstream_keys::activate),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/retire",
+            post(upstream_keys::retire),
+        )
         .route(
             "/admin/v1/lockdown",
             get(risk::lockdown_status).post(risk::lockdown_switch),
