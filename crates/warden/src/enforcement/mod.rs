@@ -7,7 +7,6 @@ pub mod ladder;
 pub mod offences;
 pub mod upstream_refusal;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -52,8 +51,8 @@ pub struct Enforcement {
     safety_ids: Arc<SafetyIdentifiers>,
     /// Users with strikes or a sanction, by `key \u{1f} user`. Everyone else is clear.
     standings: DashMap<String, Standing>,
-    /// Users seen since the last flush, with when.
-    sightings: Mutex<HashMap<String, (String, String, i64)>>,
+    /// Users seen since the last flush, with when. Sharded: every request writes here.
+    sightings: DashMap<String, (String, String, i64)>,
     offences: Mutex<Option<mpsc::Receiver<Offence>>>,
     /// Where sanctions are announced; unset in the CLI.
     alerts: OnceLock<crate::alerts::Alerts>,
@@ -89,7 +88,7 @@ impl Enforcement {
             events,
             safety_ids,
             standings: DashMap::new(),
-            sightings: Mutex::new(HashMap::new()),
+            sightings: DashMap::new(),
             offences: Mutex::new(Some(offences)),
             alerts: OnceLock::new(),
         })
@@ -130,12 +129,8 @@ impl Enforcement {
     /// Whether Warden has seen this user before (directory or standing), for lockdown's
     /// "no new end users".
     pub async fn known(&self, key: &str, user: &str) -> Result<bool, StoreError> {
-        if self.standings.contains_key(&slot(key, user))
-            || self
-                .sightings
-                .lock()
-                .is_ok_and(|s| s.contains_key(&slot(key, user)))
-        {
+        let slot = slot(key, user);
+        if self.standings.contains_key(&slot) || self.sightings.contains_key(&slot) {
             return Ok(true);
         }
         Ok(self
@@ -166,11 +161,10 @@ impl Enforcement {
     /// Notes that the user made a request (for the directory), flushed every second.
     pub fn saw(&self, key_name: &str, end_user: &str) {
         let at = now_ms();
-        if let Ok(mut seen) = self.sightings.lock() {
-            seen.entry(slot(key_name, end_user))
-                .and_modify(|e| e.2 = at)
-                .or_insert_with(|| (key_name.to_owned(), end_user.to_owned(), at));
-        }
+        self.sightings
+            .entry(slot(key_name, end_user))
+            .and_modify(|e| e.2 = at)
+            .or_insert_with(|| (key_name.to_owned(), end_user.to_owned(), at));
     }
 
     /// Loads the store's standings, then keeps them fresh, flushes sightings and works
@@ -221,13 +215,22 @@ impl Enforcement {
 
     /// Writes pending sightings now (also called every second).
     pub async fn flush_sightings(&self) {
-        let pending = match self.sightings.lock() {
-            Ok(mut seen) if !seen.is_empty() => std::mem::take(&mut *seen),
-            _ => return,
-        };
+        if self.sightings.is_empty() {
+            return;
+        }
+        // A sighting that lands between the copy and the removal only loses a later
+        // last-seen time; the user was written already.
+        let pending: Vec<(String, (String, String, i64))> = self
+            .sightings
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (slot, _) in &pending {
+            self.sightings.remove(slot);
+        }
         let batch: Vec<Sighting> = pending
-            .into_values()
-            .map(|(key_name, end_user, at_ms)| Sighting {
+            .into_iter()
+            .map(|(_, (key_name, end_user, at_ms))| Sighting {
                 safety_identifier: self.safety_ids.for_user(&key_name, Some(&end_user)),
                 key_name,
                 end_user,

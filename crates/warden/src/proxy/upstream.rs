@@ -174,6 +174,17 @@ impl Upstream {
                 request.headers_mut().insert(name, value.clone());
             }
         }
+        self.read_whole(request, client_path, max_bytes).await
+    }
+
+    /// Sends one of Warden's own calls and reads the answer whole, up to `max_bytes`.
+    async fn read_whole(
+        &self,
+        request: Request<Full<Bytes>>,
+        client_path: &str,
+        max_bytes: usize,
+    ) -> Result<(http::StatusCode, Bytes), WardenError> {
+        use http_body_util::BodyExt;
         let response = self.client.request(request).await.map_err(|err| {
             tracing::warn!(error = %err, path = client_path, "internal upstream call failed");
             WardenError::UpstreamUnavailable
@@ -361,7 +372,6 @@ impl Upstream {
         auth: Option<&HeaderValue>,
         max_bytes: usize,
     ) -> Result<(http::StatusCode, Bytes), WardenError> {
-        use http_body_util::BodyExt;
         let defaults = self.defaults.load();
         let auth = auth
             .or(defaults.key.as_ref())
@@ -377,19 +387,7 @@ impl Upstream {
                 .headers_mut()
                 .insert("openai-organization", org.clone());
         }
-        let call = async {
-            let response = self.client.request(request).await.map_err(|err| {
-                tracing::warn!(error = %err, path = client_path, "internal upstream GET failed");
-                WardenError::UpstreamUnavailable
-            })?;
-            let status = response.status();
-            let bytes = http_body_util::Limited::new(response.into_body(), max_bytes)
-                .collect()
-                .await
-                .map_err(|_| WardenError::UpstreamUnavailable)?
-                .to_bytes();
-            Ok((status, bytes))
-        };
+        let call = self.read_whole(request, client_path, max_bytes);
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| WardenError::UpstreamTimeout)?
