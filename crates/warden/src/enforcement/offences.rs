@@ -25,7 +25,12 @@ pub fn offence_in(record: &EventRecord, config: &EnforcementConfig) -> Option<Of
         return None;
     }
     let (key_name, end_user) = (record.key_name.as_ref()?, record.end_user.as_ref()?);
-    let detail: serde_json::Value = serde_json::from_str(record.detail.as_deref()?).ok()?;
+    // Most requests found nothing: skip parsing their detail at all.
+    let detail = record
+        .detail
+        .as_deref()
+        .filter(|d| d.contains("\"findings\""))?;
+    let detail: serde_json::Value = serde_json::from_str(detail).ok()?;
     let findings = detail.get("findings")?.as_array()?;
     let mut worst: Option<(String, f64)> = None;
     let mut consider = |categories: &str, share: f64| {
