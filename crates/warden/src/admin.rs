@@ -56,6 +56,9 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
                 gateway.metrics.render(gateway.events.dropped()) + &gateway.upstream_metrics();
             gateway.abuse.render_metrics(&mut text);
             gateway.alerts.render_metrics(&mut text);
+            gateway
+                .reloads
+                .render_metrics(gateway.snapshot().generation, &mut text);
             text.push_str("# HELP warden_lockdown 1 while lockdown mode is on.\n# TYPE warden_lockdown gauge\n");
             text.push_str(if gateway.lockdown.is_on() {
                 "warden_lockdown 1\n"

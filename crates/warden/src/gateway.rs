@@ -1,20 +1,21 @@
-//! Everything a running gateway holds, assembled once from the config and its secrets.
+//! Everything a running gateway holds: the long-lived services, assembled once, and the
+//! current config snapshot (`reload::Snapshot`), which a reload replaces whole.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
+use arc_swap::ArcSwap;
 
 use crate::config::{Config, Problems, Secrets};
 use crate::enforcement::Enforcement;
 use crate::events::{EventLog, EventOptions, EventSink, LogSink, Metrics, StoreSink};
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::safety_id::SafetyIdentifiers;
-use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, KeyRegistry, VirtualKey};
-use crate::pipeline::{Pipeline, StageDeps};
+use crate::keys::{hash_secret, DeclaredKey, KeyOrigin, VirtualKey};
 use crate::proxy::headers::bearer;
 use crate::proxy::observe::ObserverFactory;
 use crate::proxy::upstream::Upstream;
+use crate::reload::{Live, Reloads, Snapshot};
 use crate::safety::moderation::client::UpstreamBackend;
 use crate::safety::moderation::Moderator;
 use crate::secret::Secret;
@@ -24,26 +25,25 @@ const SAFETY_SECRET_SETTING: &str = "safety_identifier_secret";
 const KEY_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
+    /// The per-config parts (pipeline, keys, moderation policy, admin tokens, trusted
+    /// proxies): read through `snapshot()`, replaced whole by a reload.
+    current: Arc<ArcSwap<Snapshot>>,
+    /// Config reload state: the file, its digest, counts.
+    pub reloads: Reloads,
     /// Prometheus counters fed by the event log.
     pub metrics: Metrics,
-    pub pipeline: Pipeline,
     pub upstream: Arc<Upstream>,
-    /// Input and output moderation (the Moderation endpoint, its cache and breaker).
-    pub moderator: Arc<Moderator>,
     /// Rate, token and concurrency limits (shared through Redis when configured).
     pub limiter: crate::limits::Limiter,
     pub events: EventLog,
-    pub keys: Arc<KeyRegistry>,
+    pub safety_ids: Arc<SafetyIdentifiers>,
     pub store: Store,
     /// OpenAI's safety webhooks: receiver state and the case worker.
     pub notices: Arc<crate::notices::Notices>,
     /// The vault's master key, when configured (upstream keys sealed in the store).
     pub vault: Option<Arc<crate::vault::MasterKey>>,
-    /// Digests of the tokens the admin API accepts.
-    pub admin_tokens: crate::admin_api::AdminTokens,
     /// End-user strikes, suspensions and bans.
     pub enforcement: Arc<Enforcement>,
-    pub trusted_proxies: Vec<IpNet>,
     /// Spend per organization, key and end user, against their budgets.
     pub spend: crate::spend::Spend,
     /// Response watchers, in the order they see frames.
@@ -63,10 +63,6 @@ impl Gateway {
         secrets: &Secrets,
         store: Store,
     ) -> anyhow::Result<Gateway> {
-        let declared = declared_keys(config, secrets).map_err(|p| anyhow::anyhow!("{p}"))?;
-        let keys = Arc::new(KeyRegistry::new(declared));
-        keys.replace_stored(&store.list_keys().await?);
-
         let safety_ids = safety_identifiers(secrets.safety_identifier.as_ref(), &store).await?;
 
         let metrics = Metrics::default();
@@ -137,16 +133,13 @@ impl Gateway {
         notices.spawn_worker();
         let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster)?;
         limiter.spawn_sweeper();
-        let geo = match &config.geo.database {
-            Some(path) => Some(Arc::new(crate::geo::GeoDb::open(path)?)),
-            None => None,
-        };
         let alerts = crate::alerts::Alerts::start(&config.alerts)?;
         enforcement.connect_alerts(alerts.clone());
         let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
         // The state is read once before serving, so a restart during lockdown stays locked.
-        lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &moderator);
-        lockdown.spawn_poller(store.clone(), limiter.clone(), moderator.clone());
+        lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &|| {
+            moderator.clone()
+        });
         let abuse = crate::abuse::Abuse::start(
             config.abuse.clone(),
             alerts.clone(),
@@ -158,52 +151,41 @@ impl Gateway {
         if spend.enabled() {
             spend.spawn_flusher();
         }
-        let pipeline = Pipeline::standard(StageDeps {
-            keys: keys.clone(),
+        let live = Live {
             enforcement: enforcement.clone(),
-            safety_ids,
-            max_body_bytes: config.server.max_body_bytes,
-            body_timeout: config.server.request_body_timeout,
-            moderator: moderator.clone(),
-            filters: Arc::new(
-                crate::safety::filters::Scanner::new(&config.safety.filters)
-                    .map_err(|why| anyhow::anyhow!("safety.filters: {why}"))?,
-            ),
-            limits: Arc::new(config.limits.clone()),
+            safety_ids: safety_ids.clone(),
             limiter: limiter.clone(),
-            geo,
-            geo_config: config.geo.clone(),
             lockdown: lockdown.clone(),
             abuse: abuse.clone(),
             spend: spend.clone(),
+        };
+        let snapshot = Snapshot::build(
+            config,
+            secrets,
+            live,
+            moderator,
+            &store.list_keys().await?,
+            1,
+        )
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+        let current = Arc::new(ArcSwap::from_pointee(snapshot));
+        // The poller reaches whichever moderator the config of the moment has.
+        lockdown.spawn_poller(store.clone(), limiter.clone(), {
+            let current = current.clone();
+            move || current.load().moderator.clone()
         });
         Ok(Gateway {
+            current,
+            reloads: Reloads::new(config.clone()),
             metrics,
-            pipeline,
             upstream,
-            moderator,
             limiter,
             events,
-            keys,
+            safety_ids,
             store,
             enforcement,
             notices,
             vault,
-            admin_tokens: crate::admin_api::AdminTokens::new(
-                config
-                    .admin
-                    .token_sha256
-                    .iter()
-                    .copied()
-                    .chain(
-                        secrets
-                            .admin_token
-                            .as_ref()
-                            .map(|t| hash_secret(t.expose())),
-                    )
-                    .collect(),
-            ),
-            trusted_proxies: config.server.trusted_proxies.clone(),
             observers: vec![
                 Box::new(crate::limits::usage::UsageObservers),
                 Box::new(crate::abuse::output::OutputObservers(abuse.clone())),
@@ -214,6 +196,28 @@ impl Gateway {
             lockdown,
             spend,
         })
+    }
+
+    /// The config snapshot serving new requests. A request takes it once, at its start.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Serves new requests with `snapshot`; requests already running keep theirs.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// The long-lived services a new snapshot's stages are built on.
+    pub fn live(&self) -> Live {
+        Live {
+            enforcement: self.enforcement.clone(),
+            safety_ids: self.safety_ids.clone(),
+            limiter: self.limiter.clone(),
+            lockdown: self.lockdown.clone(),
+            abuse: self.abuse.clone(),
+            spend: self.spend.clone(),
+        }
     }
 
     /// Upstream gauges and counters kept outside the event log: retries, breaker state.
@@ -234,7 +238,7 @@ impl Gateway {
                     return;
                 };
                 match gateway.store.list_keys().await {
-                    Ok(stored) => gateway.keys.replace_stored(&stored),
+                    Ok(stored) => gateway.snapshot().keys.replace_stored(&stored),
                     Err(err) => {
                         tracing::warn!(%err, "could not refresh virtual keys; keeping the last known set")
                     }
@@ -285,7 +289,11 @@ pub async fn safety_identifiers(
     Ok(Arc::new(SafetyIdentifiers::new(&secret)))
 }
 
-fn declared_keys(config: &Config, secrets: &Secrets) -> Result<Vec<DeclaredKey>, Problems> {
+/// The config's `[[keys]]` with their secrets; part of every config snapshot.
+pub(crate) fn declared_keys(
+    config: &Config,
+    secrets: &Secrets,
+) -> Result<Vec<DeclaredKey>, Problems> {
     let mut problems = Problems::default();
     let mut keys = Vec::with_capacity(config.keys.len());
     for (i, (key, secret)) in config.keys.iter().zip(&secrets.keys).enumerate() {

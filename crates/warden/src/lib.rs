@@ -22,6 +22,7 @@ pub mod lockdown;
 pub mod notices;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
 pub mod report;
 pub mod safety;
 pub mod secret;

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,32 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+}
+
+/// Like `start`, for a config read from `path`: SIGHUP, a change of the file and the
+/// admin API reload it (see `reload`), with secrets read from `env` again each time.
+pub async fn start_from_file(
+    config: &Config,
+    path: PathBuf,
+    env: Arc<dyn EnvSource>,
+) -> anyhow::Result<Running> {
+    let mut running = start(config, env.as_ref()).await?;
+    running.gateway.reloads.attach(path, env);
+    let gateway = Arc::downgrade(&running.gateway);
+    let mut triggers = Vec::new();
+    if config.server.watch_config {
+        triggers.push(crate::reload::watch::spawn(gateway.clone()));
+    }
+    #[cfg(unix)]
+    triggers.push(crate::reload::spawn_on_sighup(gateway)?);
+    let mut stopped = running.stop.subscribe();
+    running.tasks.spawn(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        for trigger in triggers {
+            trigger.abort();
+        }
+    });
+    Ok(running)
 }
 
 /// Validates secrets, opens the store, builds the gateway and binds both listeners.

@@ -50,7 +50,8 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let refusal = if gateway.admin_tokens.is_empty() {
+    let tokens = gateway.snapshot().admin_tokens.clone();
+    let refusal = if tokens.is_empty() {
         Some(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_api_disabled",
@@ -58,7 +59,7 @@ pub async fn require_token(
         ))
     } else {
         match token {
-            Some(token) if gateway.admin_tokens.accepts(token) => None,
+            Some(token) if tokens.accepts(token) => None,
             Some(_) => Some(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_admin_token",

@@ -3,6 +3,7 @@
 
 mod auth;
 mod overview;
+mod reload;
 mod report;
 mod risk;
 mod upstream_keys;
@@ -65,6 +66,8 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
             "/admin/v1/lockdown",
             get(risk::lockdown_status).post(risk::lockdown_switch),
         )
+        .route("/admin/v1/config", get(reload::status))
+        .route("/admin/v1/config/reload", post(reload::reload))
         .route("/admin/v1/events", get(overview::events))
         .route("/admin/v1/keys", get(overview::keys))
         .route("/admin/v1/keys/{name}/revoke", post(overview::revoke_key))

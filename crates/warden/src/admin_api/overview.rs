@@ -83,7 +83,12 @@ pub async fn keys(
         .await
         .map_err(ApiError::internal)?;
     let mut data: Vec<Value> = Vec::new();
-    let declared: Vec<String> = gateway.keys.declared_names().map(str::to_owned).collect();
+    let declared: Vec<String> = gateway
+        .snapshot()
+        .keys
+        .declared_names()
+        .map(str::to_owned)
+        .collect();
     let names = declared.iter().map(|n| (n.clone(), "config", None)).chain(
         stored
             .iter()
@@ -108,7 +113,7 @@ pub async fn revoke_key(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if gateway.keys.declared_names().any(|n| n == name) {
+    if gateway.snapshot().keys.declared_names().any(|n| n == name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "key_in_config",

@@ -57,6 +57,8 @@ pub async fn lockdown_switch(
     }
     gateway
         .lockdown
-        .apply(state.clone(), &gateway.limiter, &gateway.moderator);
+        .apply(state.clone(), &gateway.limiter, &|| {
+            gateway.snapshot().moderator.clone()
+        });
     Json(state).into_response()
 }

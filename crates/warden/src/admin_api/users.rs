@@ -112,7 +112,7 @@ async fn act(
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let action = choose(&body)?;
-    if crate::identity::validate_user_id(&user).is_err() || !gateway.keys.knows(&key) {
+    if crate::identity::validate_user_id(&user).is_err() || !gateway.snapshot().keys.knows(&key) {
         return Err(not_found(&key, &user));
     }
     let reason = body.reason.clone().unwrap_or_else(|| "by operator".into());

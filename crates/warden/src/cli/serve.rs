@@ -1,6 +1,7 @@
-//! `warden serve`: run until SIGINT or SIGTERM, then drain.
+//! `warden serve`: run until SIGINT or SIGTERM, then drain; SIGHUP reloads the config.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::ProcessEnv;
 use crate::server;
@@ -8,7 +9,10 @@ use crate::server;
 pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = super::load_config(config_path.as_ref())?;
     super::init_logging(&config);
-    let running = server::start(&config, &ProcessEnv).await?;
+    let running = match config_path {
+        Some(path) => server::start_from_file(&config, path, Arc::new(ProcessEnv)).await?,
+        None => server::start(&config, &ProcessEnv).await?,
+    };
     // Tests and scripts read this line to learn the ports (listen = "…:0").
     println!(
         "warden listening on http://{} (admin http://{})",

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub request_body_timeout: Duration,
+    /// Reload when the config file changes (SIGHUP and the admin API always work).
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone)]

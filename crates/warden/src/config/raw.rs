@@ -10,6 +10,7 @@ section! {
         max_body_bytes: u64,
         trusted_proxies: Vec<String>,
         request_body_timeout_secs: u64,
+        watch_config: bool,
     }
 }
 

@@ -170,6 +170,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
             max_body_bytes,
             trusted_proxies,
             request_body_timeout,
+            watch_config: server.watch_config.unwrap_or(true),
         },
         upstream,
         storage,

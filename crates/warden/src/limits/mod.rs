@@ -138,8 +138,8 @@ fn window_limit(rates: &Rates, window: usize) -> Option<u64> {
 pub struct Inner {
     local: LocalLimits,
     shared: Option<Arc<SharedLimits>>,
-    organization: Rates,
-    per_ip: Rates,
+    /// The organization's and each client IP's rates; a config reload replaces them.
+    rates: arc_swap::ArcSwap<(Rates, Rates)>,
     /// Every limit times this, in thousandths (1000 = as configured; lockdown lowers it).
     scale_permille: AtomicU32,
 }
@@ -168,11 +168,18 @@ impl Limiter {
             inner: Arc::new(Inner {
                 local: LocalLimits::default(),
                 shared,
-                organization: limits.organization,
-                per_ip: limits.per_ip,
+                rates: arc_swap::ArcSwap::from_pointee((limits.organization, limits.per_ip)),
                 scale_permille: AtomicU32::new(1000),
             }),
         })
+    }
+
+    /// Takes the organization and per-IP rates of a reloaded config. Counters are kept:
+    /// GCRA cells hold arrival times, so a new rate applies to the budget already spent.
+    pub fn set_rates(&self, limits: &LimitsConfig) {
+        self.inner
+            .rates
+            .store(Arc::new((limits.organization, limits.per_ip)));
     }
 
     /// Scales every limit (lockdown halves them); 1.0 restores the configured values.
@@ -213,11 +220,12 @@ impl Limiter {
 
     fn actors<'a>(&self, a: &Admission<'a>) -> SmallVec<[Actor<'a>; 4]> {
         let mut actors = SmallVec::new();
+        let (organization, per_ip) = **self.inner.rates.load();
         actors.push(Actor {
             id: "o".into(),
             kind: Kind::Organization,
             name: "",
-            rates: self.inner.organization,
+            rates: organization,
         });
         actors.push(Actor {
             id: id(&["k", a.key]),
@@ -237,7 +245,7 @@ impl Limiter {
             id: ip_id(a.ip),
             kind: Kind::Ip,
             name: "",
-            rates: self.inner.per_ip,
+            rates: per_ip,
         });
         actors
     }

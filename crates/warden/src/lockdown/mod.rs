@@ -91,6 +91,15 @@ impl Lockdown {
         &self.inner.config
     }
 
+    /// What the moderator's thresholds are lowered by now: `None` while lockdown is off.
+    pub fn moderation_lowering(&self) -> Option<(f32, f32)> {
+        let c = &self.inner.config;
+        self.is_on().then_some((
+            c.moderation_threshold_factor as f32,
+            c.moderation_score_line,
+        ))
+    }
+
     pub fn state(&self) -> LockdownState {
         self.inner
             .state
@@ -100,21 +109,24 @@ impl Lockdown {
     }
 
     /// Takes a state read from the store: flips the switch and applies its effects to
-    /// the limiter and the moderator. Returns whether the switch changed.
-    pub fn apply(&self, state: LockdownState, limiter: &Limiter, moderator: &Moderator) -> bool {
+    /// the limiter and the moderator. Returns whether the switch changed. The moderator
+    /// is asked for after the switch flips: a config reload swaps in a new one, then
+    /// reads the switch (`moderation_lowering`), so neither side misses the other.
+    pub fn apply(
+        &self,
+        state: LockdownState,
+        limiter: &Limiter,
+        moderator: &dyn Fn() -> Arc<Moderator>,
+    ) -> bool {
         let changed = self.inner.on.swap(state.on, Ordering::AcqRel) != state.on;
         if changed {
-            let c = &self.inner.config;
             if state.on {
-                limiter.set_scale(c.limit_factor);
-                moderator.set_lockdown(Some((
-                    c.moderation_threshold_factor as f32,
-                    c.moderation_score_line,
-                )));
+                limiter.set_scale(self.inner.config.limit_factor);
+                moderator().set_lockdown(self.moderation_lowering());
                 tracing::warn!(by = %state.by, reason = state.reason.as_deref(), "lockdown ON");
             } else {
                 limiter.set_scale(1.0);
-                moderator.set_lockdown(None);
+                moderator().set_lockdown(None);
                 tracing::warn!(by = %state.by, "lockdown off");
             }
         }
@@ -130,7 +142,7 @@ impl Lockdown {
         &self,
         store: Store,
         limiter: Limiter,
-        moderator: Arc<Moderator>,
+        moderator: impl Fn() -> Arc<Moderator> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let lockdown = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -194,16 +206,17 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let limiter = crate::limits::Limiter::new(&config.limits, &config.cluster).unwrap();
-            let moderator = Moderator::new(
+            let moderator = Arc::new(Moderator::new(
                 config.safety.moderation.clone(),
                 Arc::new(crate::safety::moderation::tests::Fake::default()),
-            );
+            ));
+            let moderator = &|| moderator.clone();
             let lockdown = Lockdown::new(LockdownConfig::default());
-            assert!(lockdown.apply(LockdownState::new(true, "cli", None), &limiter, &moderator));
+            assert!(lockdown.apply(LockdownState::new(true, "cli", None), &limiter, moderator));
             assert!(lockdown.is_on());
             // The same state again changes nothing.
-            assert!(!lockdown.apply(LockdownState::new(true, "cli", None), &limiter, &moderator));
-            assert!(lockdown.apply(LockdownState::default(), &limiter, &moderator));
+            assert!(!lockdown.apply(LockdownState::new(true, "cli", None), &limiter, moderator));
+            assert!(lockdown.apply(LockdownState::default(), &limiter, moderator));
             assert!(!lockdown.is_on());
         });
     }

@@ -21,8 +21,10 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
     let request_id = new_request_id();
+    // The config this request runs on, start to finish, whatever a reload does meanwhile.
+    let snapshot = gateway.snapshot();
     let (parts, incoming) = request.into_parts();
-    let ip = client_ip(peer.ip(), &parts.headers, &gateway.trusted_proxies);
+    let ip = client_ip(peer.ip(), &parts.headers, &snapshot.trusted_proxies);
     let endpoint = match Endpoint::resolve(&parts.method, parts.uri.path()) {
         Ok(endpoint) => endpoint,
         Err(err) => {
@@ -56,7 +58,7 @@ pub async fn handle(
         incoming,
     );
 
-    let ran = gateway.pipeline.run(&mut ctx).await;
+    let ran = snapshot.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
     gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let Err(err) = ran {
@@ -108,8 +110,8 @@ pub async fn handle(
             .limit_ticket
             .as_ref()
             .is_some_and(|t| t.strip_usage_chunk);
-    if super::output::applies(&gateway.moderator, &ctx, &head) {
-        let moderator = gateway.moderator.clone();
+    if super::output::applies(&snapshot.moderator, &ctx, &head) {
+        let moderator = snapshot.moderator.clone();
         let response = super::output::respond(
             moderator,
             &ctx,

@@ -14,6 +14,7 @@ pub mod categories;
 pub mod client;
 pub mod pieces;
 pub mod policy;
+mod reconfigure;
 pub mod refusal;
 
 use std::collections::HashMap;
@@ -71,9 +72,10 @@ pub struct Totals {
 pub struct Moderator {
     config: ModerationConfig,
     backend: Arc<dyn Backend>,
-    cache: ScoreCache,
-    breaker: Breaker,
-    pub totals: Totals,
+    // Shared with the moderators of later config generations (see `reconfigure.rs`).
+    cache: Arc<ScoreCache>,
+    breaker: Arc<Breaker>,
+    pub totals: Arc<Totals>,
     /// Lockdown's stricter (input, output) policies while lockdown is on.
     lowered: arc_swap::ArcSwapOption<(policy::Policy, policy::Policy)>,
 }
@@ -81,11 +83,14 @@ pub struct Moderator {
 impl Moderator {
     pub fn new(config: ModerationConfig, backend: Arc<dyn Backend>) -> Self {
         Self {
-            cache: ScoreCache::new(config.cache_entries, config.cache_ttl),
-            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            cache: Arc::new(ScoreCache::new(config.cache_entries, config.cache_ttl)),
+            breaker: Arc::new(Breaker::new(
+                config.breaker_failures,
+                config.breaker_cooldown,
+            )),
             config,
             backend,
-            totals: Totals::default(),
+            totals: Arc::default(),
             lowered: arc_swap::ArcSwapOption::empty(),
         }
     }
