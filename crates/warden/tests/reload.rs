@@ -347,3 +347,31 @@ async fn reloading_under_steady_traffic_fails_no_request() {
     assert_eq!(config["reloads"]["applied"], 20, "{config}");
     assert_eq!(config["generation"], 21);
 }
+
+#[tokio::test]
+async fn settings_that_need_a_restart_are_reported_and_the_rest_is_applied() {
+    let w = start(false, "");
+    let edited = with_new_key(&config_text(&w))
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replace("timeout_secs = 30", "timeout_secs = 31\nmax_retries = 0");
+    std::fs::write(&w.config_path, edited).unwrap();
+    let (status, body) = reload_via_api(&w).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reloaded"], true);
+    assert_eq!(
+        body["restart_required"],
+        json!([
+            "upstream.timeout_secs",
+            "upstream (retries and breaker)",
+            "log"
+        ])
+    );
+    assert_eq!(chat(&w, NEW_KEY).await.status(), 200);
+    assert!(w
+        .stderr()
+        .contains("these changed settings take effect only after a restart"));
+    // Still listed on the next reload: the process still runs the old values.
+    let (_, again) = reload_via_api(&w).await;
+    assert_eq!(again["restart_required"], body["restart_required"]);
+    assert_eq!(again["generation"], 3);
+}
