@@ -141,6 +141,26 @@ async fn sighup_applies_a_new_key_and_a_new_limit() {
     assert_eq!(config["sha256"], hex.as_str());
     let text = metrics(&w).await;
     assert!(text.contains("warden_config_generation 2"), "{text}");
+    let mut recorded = Vec::new();
+    for _ in 0..50 {
+        let (_, events) = admin(&w, reqwest::Method::GET, "/admin/v1/events?kind=admin").await;
+        recorded = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .filter(|r| r.starts_with("config reload (signal): applied generation 2"))
+            .map(str::to_owned)
+            .collect();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recorded.first().is_some_and(|r| r.contains(&hex[..16])),
+        "the signal's reload is an admin event naming the file: {recorded:?}"
+    );
     assert!(text.contains("warden_config_reloads_total{result=\"applied\"} 1"));
     assert!(w.stderr().contains("config reloaded"));
 }

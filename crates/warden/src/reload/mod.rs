@@ -29,6 +29,16 @@ pub enum Trigger {
     AdminApi,
 }
 
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signal => "signal",
+            Trigger::FileChange => "file_change",
+            Trigger::AdminApi => "admin_api",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProblemView {
     pub path: String,
@@ -198,6 +208,7 @@ pub async fn reload(gateway: &Gateway, trigger: Trigger) -> Option<Outcome> {
         }
     };
     log(&outcome, &source.path);
+    record(gateway, &outcome, digest.as_deref());
     if let Ok(mut file) = reloads.file.lock() {
         file.attempted = digest.clone();
         if outcome.reloaded {
@@ -288,7 +299,7 @@ fn log(outcome: &Outcome, path: &std::path::Path) {
         tracing::info!(
             %file,
             generation = outcome.generation,
-            trigger = ?outcome.trigger,
+            trigger = outcome.trigger.as_str(),
             took_ms = outcome.took_ms,
             "config reloaded"
         );
@@ -309,11 +320,46 @@ fn log(outcome: &Outcome, path: &std::path::Path) {
         tracing::error!(
             %file,
             generation = outcome.generation,
-            trigger = ?outcome.trigger,
+            trigger = outcome.trigger.as_str(),
             %problems,
             "config reload rejected; the running config keeps serving"
         );
     }
+}
+
+/// Every reload, whatever triggered it, goes into the hash-chained event log: a policy
+/// change is part of what the audit trail must prove.
+fn record(gateway: &Gateway, outcome: &Outcome, digest: Option<&str>) {
+    let file = digest
+        .map(|d| &d[..d.len().min(16)])
+        .unwrap_or("unreadable");
+    let reason = if outcome.reloaded {
+        format!(
+            "config reload ({}): applied generation {} (file sha256 {file}…)",
+            outcome.trigger.as_str(),
+            outcome.generation
+        )
+    } else {
+        format!(
+            "config reload ({}): rejected, {} problem(s) (file sha256 {file}…)",
+            outcome.trigger.as_str(),
+            outcome.problems.len()
+        )
+    };
+    gateway.events.record(crate::events::EventRecord {
+        request_id: format!("wcf_{:032x}", fastrand::u128(..)),
+        at_ms: outcome.at_ms,
+        kind: "admin",
+        endpoint: "admin",
+        status: if outcome.reloaded { 200 } else { 422 },
+        outcome: if outcome.reloaded {
+            "allowed"
+        } else {
+            "blocked"
+        },
+        reason: Some(reason),
+        ..Default::default()
+    });
 }
 
 fn one_problem(path: &str, message: impl Into<String>) -> Problems {
