@@ -387,3 +387,6 @@ pub fn spawn_on_sighup(
         }
     }))
 }
+
+#[cfg(test)]
+mod tests;

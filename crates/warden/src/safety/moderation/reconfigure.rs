@@ -39,6 +39,11 @@ impl Moderator {
             lowered: arc_swap::ArcSwapOption::empty(),
         }
     }
+
+    /// Whether lockdown's lowered thresholds are in force on this moderator.
+    pub fn lowered_for_lockdown(&self) -> bool {
+        self.lowered.load().is_some()
+    }
 }
 
 #[cfg(test)]
