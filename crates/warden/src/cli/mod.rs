@@ -8,8 +8,10 @@ mod check_config;
 mod demo;
 mod keys;
 mod lockdown;
+mod remote;
 mod report;
 mod serve;
+mod target;
 mod upstream_keys;
 mod users;
 
@@ -29,6 +31,8 @@ use crate::config::{Config, LogFormat};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: target::TargetArgs,
 }
 
 #[derive(Subcommand)]
@@ -107,18 +111,28 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let flags = cli.target;
+    // Operator commands act on the store, or through the admin API with --admin-url.
+    let target = |config: Option<PathBuf>| target::Target::choose(&flags, config);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve::run(config).await,
             Command::CheckConfig { file } => return check_config::run(&file),
-            Command::Keys { command, config } => keys::run(command, config).await,
-            Command::Users { command, config } => users::run(command, config).await,
-            Command::Cases { command, config } => cases::run(command, config).await,
-            Command::UpstreamKeys { command, config } => upstream_keys::run(command, config).await,
+            Command::Keys { command, config } => keys::run(command, target(config)?).await,
+            Command::Users { command, config } => users::run(command, target(config)?).await,
+            Command::Cases { command, config } => cases::run(command, target(config)?).await,
+            Command::UpstreamKeys { command, config } => {
+                upstream_keys::run(command, target(config)?).await
+            }
             Command::Demo(args) => demo::run(args).await,
-            Command::Lockdown { command, config } => lockdown::run(command, config).await,
-            Command::Audit { command, config } => return audit::run(command, config).await,
-            Command::Report(args) => report::run(args).await,
+            Command::Lockdown { command, config } => lockdown::run(command, target(config)?).await,
+            Command::Audit { command, config } => {
+                return audit::run(command, target(config)?).await
+            }
+            Command::Report(args) => {
+                let config = args.config.clone();
+                report::run(args, target(config)?).await
+            }
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -1,8 +1,6 @@
 //! `warden upstream-keys add|activate|retire|list`: OpenAI keys kept in the store, sealed
 //! under the master key. `warden keys rotate-upstream` is `add` + `activate` in one step.
 
-use std::path::PathBuf;
-
 use clap::Subcommand;
 
 use crate::config::{EnvSource, ProcessEnv};
@@ -38,7 +36,16 @@ pub enum UpstreamKeysCommand {
     },
 }
 
-pub async fn run(command: UpstreamKeysCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
+/// Why these commands refuse `--admin-url`.
+pub const LOCAL_ONLY: &str = "upstream keys are sealed with the master key where the store is: run this without --admin-url (or use POST /admin/v1/upstream-keys)";
+
+pub async fn run(
+    command: UpstreamKeysCommand,
+    target: super::target::Target,
+) -> anyhow::Result<()> {
+    let super::target::Target::Local(config) = target else {
+        anyhow::bail!("{LOCAL_ONLY}");
+    };
     let config = super::load_config(config.as_ref())?;
     let store = Store::open(&config.storage).await?;
     match command {
