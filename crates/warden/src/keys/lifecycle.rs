@@ -196,7 +196,7 @@ fn not_found(name: &str) -> KeyOpError {
 }
 
 /// Every key, config ones first, with its lifecycle, its use since `since_ms` and the
-/// countries it has been used from.
+/// countries it has ever been used from.
 pub async fn list(
     store: &Store,
     declared: &[Declared],
@@ -204,6 +204,7 @@ pub async fn list(
 ) -> Result<Vec<Value>, StoreError> {
     let usage = store.key_usage_since(since_ms).await?;
     let stored = store.list_keys().await?;
+    let countries = store.key_countries().await?;
     let now = now_ms() / 1000;
     let used = |name: &str| {
         let u = usage.iter().find(|u| u.key_name == name);
@@ -212,6 +213,12 @@ pub async fn list(
             "blocked": u.map_or(0, |u| u.blocked),
             "last_seen_ms": u.map(|u| u.last_seen_ms),
             "client_ips": u.map_or(0, |u| u.client_ips),
+            // Every country the key was ever used from, first seen first.
+            "countries": countries
+                .iter()
+                .filter(|c| c.key_name == name)
+                .map(|c| c.country.as_str())
+                .collect::<Vec<_>>(),
         })
     };
     let mut rows = Vec::with_capacity(declared.len() + stored.len());

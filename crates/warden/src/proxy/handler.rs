@@ -59,6 +59,11 @@ pub async fn handle(
     let ran = gateway.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
     gateway.abuse.observe(&ctx, ran.as_ref().err());
+    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
+        gateway
+            .key_countries
+            .observe(key, country, ctx.client_ip, &ctx.request_id);
+    }
     if let Err(err) = ran {
         leak_alert(&gateway, &ctx);
         recorder.blocked_by(&err, &ctx);
