@@ -301,3 +301,56 @@ async fn an_unreachable_admin_api_or_a_missing_token_says_what_to_do() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("WARDEN_ADMIN_TOKEN is not set"), "{said}");
 }
+
+#[tokio::test]
+async fn upstream_keys_are_rotated_through_the_admin_api() {
+    use base64::Engine;
+    const NEW_UPSTREAM_KEY: &str = "sk-standin-remote-rotated-0123456789";
+    let w = Warden::start_with(Options {
+        extra_env: vec![(
+            "WARDEN_MASTER_KEY".into(),
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        )],
+        ..Default::default()
+    });
+    w.standin.accept_also(NEW_UPSTREAM_KEY);
+    // The key travels from this process's environment to the gateway, which seals it.
+    let out = Command::new(warden_bin())
+        .args([
+            "keys",
+            "rotate-upstream",
+            "remote-1",
+            "--from-env",
+            "T_REMOTE_NEW",
+        ])
+        .args(["--admin-url", &w.admin])
+        .env("WARDEN_CONFIG", "/nonexistent/warden-remote-test.toml")
+        .env("WARDEN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("T_REMOTE_NEW", NEW_UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert!(ok(out).contains("made it the active upstream key"));
+    let listed = json(remote(&w, &["upstream-keys", "list", "--json"]));
+    assert_eq!(listed[0]["name"], "remote-1");
+    assert_eq!(listed[0]["state"], "active");
+    assert_eq!(listed, json(w.cli(&["upstream-keys", "list", "--json"])));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(chat(&w, APP_KEY, Some("alice")).await, 200);
+        let last = w
+            .standin
+            .requests()
+            .iter()
+            .rev()
+            .find(|r| r.path == "/v1/chat/completions")
+            .and_then(|r| r.headers.get("authorization").cloned());
+        if last.as_deref() == Some(&format!("Bearer {NEW_UPSTREAM_KEY}")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still on the old key: {last:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok(remote(&w, &["upstream-keys", "retire", "remote-1"])).contains("retired"));
+    let missing = remote(&w, &["upstream-keys", "activate", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+}

@@ -146,8 +146,19 @@ pub async fn run(command: KeysCommand, target: Target) -> anyhow::Result<()> {
             organization,
             project,
         } => {
-            let Target::Local(path) = &target else {
-                anyhow::bail!("{}", super::upstream_keys::LOCAL_ONLY);
+            let path = match &target {
+                Target::Local(path) => path,
+                Target::Remote(api) => {
+                    return super::upstream_keys::add_remote(
+                        api,
+                        &name,
+                        &from_env,
+                        organization,
+                        project,
+                        true,
+                    )
+                    .await
+                }
             };
             let (config, store) = open_local(path.as_ref()).await?;
             super::upstream_keys::add(
