@@ -10,7 +10,10 @@ const CLEAN: &str = r#"{"timestamp":"2026-12-03T07:20:00.123456Z","level":"INFO"
 
 fn bench(c: &mut Criterion) {
     let masker = Masker::new().unwrap();
-    let secret = CLEAN.replace("gpt-4o-mini", "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789");
+    let secret = CLEAN.replace(
+        "gpt-4o-mini",
+        "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+    );
     let mut group = c.benchmark_group("mask");
     group.throughput(Throughput::Bytes(CLEAN.len() as u64));
     group.bench_function("request line, nothing to mask", |b| {

@@ -58,6 +58,16 @@ pub async fn handle(
 
     let ran = gateway.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
+    // Refused before the safety_identifier stage: the event and log line still name the
+    // end user by identifier, never by the raw id alone.
+    if let (Err(_), None, Some(key), Some(user)) = (
+        &ran,
+        &ctx.safety_identifier,
+        ctx.key_name(),
+        ctx.end_user.as_ref(),
+    ) {
+        recorder.identify(gateway.enforcement.safety_identifier(key, &user.id));
+    }
     gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
         gateway
