@@ -54,6 +54,8 @@ pub struct Gateway {
     pub alerts: crate::alerts::Alerts,
     /// Lockdown mode: `is_on()` is one atomic load.
     pub lockdown: crate::lockdown::Lockdown,
+    /// The countries each key is used from; a new one raises a leak alert.
+    pub key_countries: Arc<crate::keys::countries::KeyCountries>,
 }
 
 impl Gateway {
@@ -135,6 +137,12 @@ impl Gateway {
         limiter.spawn_sweeper();
         let alerts = crate::alerts::Alerts::start(&config.alerts)?;
         enforcement.connect_alerts(alerts.clone());
+        let key_countries = crate::keys::countries::KeyCountries::start(
+            store.clone(),
+            alerts.clone(),
+            events.clone(),
+        )
+        .await?;
         let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
         // The state is read once before serving, so a restart during lockdown stays locked.
         lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &|| {
@@ -195,6 +203,7 @@ impl Gateway {
             alerts,
             lockdown,
             spend,
+            key_countries,
         })
     }
 

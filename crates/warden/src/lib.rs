@@ -19,6 +19,7 @@ pub mod json_body;
 pub mod keys;
 pub mod limits;
 pub mod lockdown;
+pub mod logs;
 pub mod notices;
 pub mod pipeline;
 pub mod proxy;

@@ -171,3 +171,143 @@ async fn an_end_user_hopping_between_countries_is_reported() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A webhook receiver that keeps every JSON alert it is sent.
+async fn alert_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    std::net::SocketAddr,
+) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.0);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (seen, addr)
+}
+
+#[tokio::test]
+async fn a_key_used_from_a_new_country_raises_one_alert_shared_by_replicas() {
+    let (seen, addr) = alert_receiver().await;
+    let dbdir = tempfile::tempdir().unwrap();
+    let db = dbdir.path().join("country.mmdb");
+    write_country_db(&db);
+    let options = |storage_url: Option<String>| {
+        Options {
+        storage_url,
+        server_toml: format!(
+            "{}trusted_proxies = [\"127.0.0.1\"]\n",
+            Options::default().server_toml
+        ),
+        extra_toml: format!(
+            "[geo]\ndatabase = \"{}\"\n[alerts]\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\nformat = \"json\"\n",
+            db.display()
+        ),
+        ..Options::default()
+    }
+    };
+    let first = Warden::start_with(options(None));
+    let store_url = format!("sqlite://{}", first.dir.path().join("warden.db").display());
+    let new_country_alerts = || -> Vec<serde_json::Value> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "key_new_country")
+            .cloned()
+            .collect()
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(1500));
+
+    // The key's first country, again, and an address no database places: no alert.
+    for ip in [DE_IP, DE_IP, UNPLACED_IP, "85.214.1.1"] {
+        assert_eq!(chat_from(&first, ip).await.status(), 200);
+    }
+    settle().await;
+    assert_eq!(new_country_alerts(), Vec::<serde_json::Value>::new());
+
+    // A second country: one alert naming the key and the country.
+    assert_eq!(chat_from(&first, "90.12.1.1").await.status(), 200);
+    eventually(
+        "the new-country alert",
+        std::time::Duration::from_secs(10),
+        || !new_country_alerts().is_empty(),
+    )
+    .await;
+    let alert = new_country_alerts()[0].clone();
+    assert_eq!(alert["fields"]["key"], "app", "{alert}");
+    assert_eq!(alert["fields"]["country"], "FR", "{alert}");
+    assert_eq!(
+        alert["fields"]["earlier_countries"],
+        serde_json::json!(["DE"])
+    );
+    assert!(
+        alert["title"].as_str().unwrap().contains("'app'"),
+        "{alert}"
+    );
+
+    // A replica on the same store already knows FR (no alert); its first US request is new.
+    let second = Warden::start_with(options(Some(store_url.clone())));
+    assert_eq!(chat_from(&second, "90.12.1.1").await.status(), 200);
+    assert_eq!(chat_from(&first, "90.99.1.1").await.status(), 200);
+    settle().await;
+    assert_eq!(new_country_alerts().len(), 1, "{:?}", new_country_alerts());
+    assert_eq!(chat_from(&second, "3.5.1.1").await.status(), 200);
+    eventually(
+        "the second new-country alert",
+        std::time::Duration::from_secs(10),
+        || new_country_alerts().len() == 2,
+    )
+    .await;
+    assert_eq!(new_country_alerts()[1]["fields"]["country"], "US");
+    settle().await;
+    assert_eq!(new_country_alerts().len(), 2, "{:?}", new_country_alerts());
+
+    // The admin API lists the key's countries, first seen first.
+    let keys: serde_json::Value = client()
+        .get(format!("{}/admin/v1/keys", first.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "app")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        app["countries"],
+        serde_json::json!(["DE", "FR", "US"]),
+        "{app}"
+    );
+
+    // Each alert is also an event on record.
+    let pool = sqlx::SqlitePool::connect(&store_url).await.unwrap();
+    let recorded: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT key_name, country FROM events WHERE kind = 'alert' AND reason = 'key_new_country' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let recorded: Vec<(String, Option<String>)> = recorded;
+    assert_eq!(
+        recorded,
+        vec![
+            ("app".to_string(), Some("FR".to_string())),
+            ("app".to_string(), Some("US".to_string()))
+        ]
+    );
+}

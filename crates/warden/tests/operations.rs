@@ -138,11 +138,17 @@ async fn every_request_leaves_an_event_and_the_upstream_key_leaks_nowhere() {
         .iter()
         .any(|e| e["outcome"] == "blocked" && e["reason"] == "missing_end_user"));
     assert!(events.iter().any(|e| e["status"] == 401));
+    // The end user is logged by their safety identifier, never by the app's raw id.
     assert!(
-        events
-            .iter()
-            .any(|e| e["outcome"] == "allowed" && e["end_user"] == "alice"),
+        events.iter().any(|e| e["outcome"] == "allowed"
+            && e["safety_identifier"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("wsi1_"))),
         "{events:?}"
+    );
+    assert!(
+        !log.contains("alice"),
+        "the raw end-user id is in the log:\n{log}"
     );
 
     let db = std::fs::read(w.dir.path().join("warden.db")).unwrap_or_default();

@@ -1,7 +1,10 @@
 //! The operator API under `/admin/v1` on the admin listener: bearer-token protected, JSON
 //! in and out, errors in OpenAI's envelope, every call recorded as an `admin` event.
 
+mod audit;
 mod auth;
+mod cases;
+mod keys;
 mod overview;
 mod reload;
 mod report;
@@ -20,6 +23,7 @@ use serde_json::json;
 use crate::gateway::Gateway;
 
 pub use auth::AdminTokens;
+pub use users::user_json;
 
 /// The dashboard: one self-contained page (no CDN); it asks for the admin token and
 /// calls the API below with it.
@@ -47,6 +51,8 @@ async fn dashboard() -> impl IntoResponse {
 pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     Router::new()
         .route("/admin/v1/cases", get(cases))
+        .route("/admin/v1/cases/{case_id}", get(cases::show))
+        .route("/admin/v1/audit/verify", get(audit::verify))
         .route("/admin/v1/summary", get(overview::summary))
         .route("/admin/v1/risk", get(risk::risk))
         .route("/admin/v1/report", get(report::report))
@@ -69,8 +75,9 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/v1/config", get(reload::status))
         .route("/admin/v1/config/reload", post(reload::reload))
         .route("/admin/v1/events", get(overview::events))
-        .route("/admin/v1/keys", get(overview::keys))
-        .route("/admin/v1/keys/{name}/revoke", post(overview::revoke_key))
+        .route("/admin/v1/keys", get(keys::list).post(keys::create))
+        .route("/admin/v1/keys/{name}/revoke", post(keys::revoke))
+        .route("/admin/v1/keys/{name}/rotate", post(keys::rotate))
         .route("/admin/v1/users", get(users::list))
         .route("/admin/v1/users/{key}/{user}", get(users::show))
         .route("/admin/v1/users/{key}/{user}/ban", post(users::ban))

@@ -19,6 +19,8 @@ pub struct ListQuery {
     #[serde(default)]
     sanctioned: bool,
     limit: Option<i64>,
+    /// Only this end user id, under every key it was seen with.
+    end_user: Option<String>,
 }
 
 pub async fn list(
@@ -26,12 +28,13 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    let users = gateway
-        .store
-        .list_users(query.sanctioned, limit)
-        .await
-        .map_err(ApiError::internal)?;
-    let data: Vec<Value> = users.iter().map(|u| user_json(&gateway, u)).collect();
+    let users = match &query.end_user {
+        Some(name) => gateway.store.users_named(name).await,
+        None => gateway.store.list_users(query.sanctioned, limit).await,
+    }
+    .map_err(ApiError::internal)?;
+    let config = gateway.enforcement.config();
+    let data: Vec<Value> = users.iter().map(|u| user_json(config, u)).collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -51,7 +54,7 @@ pub async fn show(
         .strikes_since(&key, &user, now_ms() - ladder::horizon_ms(half_life))
         .await
         .map_err(ApiError::internal)?;
-    let mut body = user_json(&gateway, &stored);
+    let mut body = user_json(gateway.enforcement.config(), &stored);
     body["strikes"] = json!(strikes);
     Ok(Json(body))
 }
@@ -127,7 +130,7 @@ async fn act(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found(&key, &user))?;
-    Ok(Json(user_json(&gateway, &stored)))
+    Ok(Json(user_json(gateway.enforcement.config(), &stored)))
 }
 
 fn not_found(key: &str, user: &str) -> ApiError {
@@ -138,8 +141,12 @@ fn not_found(key: &str, user: &str) -> ApiError {
     )
 }
 
-fn user_json(gateway: &Gateway, u: &crate::store::StoredUser) -> Value {
-    let config = gateway.enforcement.config();
+/// One end user as the API and `warden users` show them: the strike weight decayed to
+/// now and the ladder rung it puts them on.
+pub fn user_json(
+    config: &crate::config::enforcement::EnforcementConfig,
+    u: &crate::store::StoredUser,
+) -> Value {
     let now = now_ms();
     let standing = ladder::Standing {
         status: ladder::Status::parse(&u.status, u.status_until_ms),

@@ -1,13 +1,14 @@
-//! `warden audit verify`: walks the event log's hash chains and reports the first broken
-//! link (event id and why); exit 1 if any link is broken.
+//! `warden audit verify`: walks the event log's hash chains (in the store, or through a
+//! running Warden's admin API) and reports the first broken link (event id and why);
+//! exit 1 if any link is broken.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use serde_json::Value;
 
+use super::target::{open_local, Target};
 use crate::events::verify;
-use crate::store::Store;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -19,37 +20,53 @@ pub enum AuditCommand {
     },
 }
 
-pub async fn run(command: AuditCommand, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config.as_ref())?;
-    let store = Store::open(&config.storage).await?;
+pub async fn run(command: AuditCommand, target: Target) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify { json } = command;
-    let result = verify::verify(&store).await?;
+    let result = match &target {
+        Target::Local(path) => {
+            let (_, store) = open_local(path.as_ref()).await?;
+            verify::verify(&store).await?.document()
+        }
+        Target::Remote(api) => api.get("/admin/v1/audit/verify").await?,
+    };
+    let Some(ok) = result["ok"].as_bool() else {
+        anyhow::bail!("the verification result says neither ok nor broken: {result}");
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        for chain in &result.chains {
-            let start = if chain.starts_after > 0 {
-                format!(" from checkpoint seq {}", chain.starts_after)
-            } else {
-                String::new()
-            };
-            let state = match &chain.broken {
-                None => "ok".to_owned(),
-                Some(b) => match b.event_id {
-                    Some(id) => format!("BROKEN at event {id} (seq {}): {}", b.seq, b.why),
-                    None => format!("BROKEN after seq {}: {}", b.seq, b.why),
-                },
-            };
-            println!(
-                "chain {}: {} event(s){start}, head seq {}: {state}",
-                chain.chain_id, chain.events, chain.head_seq
-            );
-        }
-        println!("{}", result.summary());
+        print_text(&result);
     }
-    Ok(if result.ok() {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print_text(result: &Value) {
+    let int = |v: &Value| v.as_i64().unwrap_or(0);
+    for chain in result["chains"].as_array().into_iter().flatten() {
+        let start = match int(&chain["starts_after"]) {
+            0 => String::new(),
+            after => format!(" from checkpoint seq {after}"),
+        };
+        let broken = &chain["broken"];
+        let state = if broken.is_null() {
+            "ok".to_owned()
+        } else {
+            let why = broken["why"].as_str().unwrap_or_default();
+            match broken["event_id"].as_i64() {
+                Some(id) => format!("BROKEN at event {id} (seq {}): {why}", int(&broken["seq"])),
+                None => format!("BROKEN after seq {}: {why}", int(&broken["seq"])),
+            }
+        };
+        println!(
+            "chain {}: {} event(s){start}, head seq {}: {state}",
+            chain["chain_id"].as_str().unwrap_or_default(),
+            int(&chain["events"]),
+            int(&chain["head_seq"])
+        );
+    }
+    println!("{}", result["summary"].as_str().unwrap_or_default());
 }

@@ -1,14 +1,14 @@
-//! `warden keys create|list|revoke`: virtual keys in the store. The secret is printed once
-//! at creation and never again; only its hash is kept.
-
-use std::path::PathBuf;
+//! `warden keys create|list|rotate|revoke`: virtual keys, in the store or through a
+//! running Warden's admin API. The secret is printed once at creation and never again;
+//! only its hash is kept.
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 
-use crate::config::EndUserPolicy;
+use super::target::{open_local, Target};
+use crate::config::Config;
 use crate::events::now_ms;
-use crate::keys::{display_prefix, generate_secret, hash_secret};
-use crate::store::{Store, StoredKey};
+use crate::keys::lifecycle::{self, Declared, NewKey};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -66,9 +66,7 @@ pub enum KeysCommand {
     Revoke { name: String },
 }
 
-pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = super::load_config(config.as_ref())?;
-    let store = Store::open(&config.storage).await?;
+pub async fn run(command: KeysCommand, target: Target) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create {
             name,
@@ -79,153 +77,68 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
             endpoints,
             json,
         } => {
-            if let Some(h) = expires_in_hours {
-                if !(h.is_finite() && h > 0.0) {
-                    anyhow::bail!("--expires-in-hours must be a positive number");
-                }
-            }
-            if let Some(unknown) = endpoints
-                .iter()
-                .flatten()
-                .find(|e| !crate::endpoint::Endpoint::LABELS.contains(&e.as_str()))
-            {
-                anyhow::bail!(
-                    "unknown endpoint '{unknown}' (known: {})",
-                    crate::endpoint::Endpoint::LABELS.join(", ")
-                );
-            }
-            if config.keys.iter().any(|k| k.name == name) {
-                anyhow::bail!("'{name}' is declared in the config file; choose another name");
-            }
-            let valid = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if !valid {
-                anyhow::bail!("key names are 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.'");
-            }
-            let secret =
-                generate_secret().map_err(|_| anyhow::anyhow!("no system randomness available"))?;
-            let key = StoredKey {
-                name: name.clone(),
-                secret_hash: hash_secret(secret.expose()),
-                prefix: display_prefix(secret.expose()),
-                end_user: EndUserPolicy::parse(&end_user).unwrap_or(EndUserPolicy::Required),
+            let new = NewKey {
+                name,
+                end_user: Some(end_user),
                 trusted_user_field,
-                created_at: now_ms() / 1000,
-                revoked_at: None,
-                expires_at: expires_in_hours.map(|h| now_ms() / 1000 + (h * 3600.0) as i64),
-                allowed_models: models,
-                allowed_endpoints: endpoints,
-                previous_hash: None,
-                previous_until: None,
+                expires_in_hours,
+                models,
+                endpoints,
             };
-            store.insert_key(&key).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "name": name, "secret": secret.expose() })
-                );
-            } else {
-                eprintln!("Created key '{name}'. Store this secret now; it cannot be shown again:");
-                println!("{}", secret.expose());
-            }
-        }
-        KeysCommand::List { json } => {
-            let keys = store.list_keys().await?;
-            if json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "name": k.name, "prefix": k.prefix, "end_user": k.end_user.as_str(),
-                            "trusted_user_field": k.trusted_user_field, "created_at": k.created_at,
-                            "revoked_at": k.revoked_at, "origin": "store", "expires_at": k.expires_at,
-                            "allowed_models": k.allowed_models, "allowed_endpoints": k.allowed_endpoints,
-                            "previous_valid_until": k.previous_until,
-                        })
-                    })
-                    .chain(config.keys.iter().map(|k| {
-                        serde_json::json!({
-                            "name": k.name, "end_user": k.end_user.as_str(),
-                            "trusted_user_field": k.trusted_user_field, "origin": "config",
-                        })
-                    }))
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else {
-                println!(
-                    "{:<24} {:<10} {:<9} {:<8} {:<7} STATUS",
-                    "NAME", "PREFIX", "END_USER", "TRUSTED", "ORIGIN"
-                );
-                for k in &config.keys {
-                    println!(
-                        "{:<24} {:<10} {:<9} {:<8} {:<7} active",
-                        k.name,
-                        "-",
-                        k.end_user.as_str(),
-                        k.trusted_user_field,
-                        "config"
-                    );
+            let created = match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    lifecycle::create(&store, &declared(&config), new).await?
                 }
-                for k in &keys {
-                    let expired = k.expires_at.is_some_and(|at| at <= now_ms() / 1000);
-                    let status = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else if expired {
-                        "expired"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<24} {:<10} {:<9} {:<8} {:<7} {status}",
-                        k.name,
-                        k.prefix,
-                        k.end_user.as_str(),
-                        k.trusted_user_field,
-                        "store"
-                    );
-                }
-            }
+                Target::Remote(api) => api.post("/admin/v1/keys", json!(new)).await?,
+            };
+            print_secret(&created, json, |name| {
+                format!("Created key '{name}'. Store this secret now; it cannot be shown again:")
+            })
         }
         KeysCommand::Rotate {
             name,
             overlap_hours,
             json,
         } => {
-            if !(overlap_hours.is_finite() && overlap_hours >= 0.0) {
-                anyhow::bail!("--overlap-hours must be a number >= 0");
-            }
-            if config.keys.iter().any(|k| k.name == name) {
-                anyhow::bail!("'{name}' is declared in the config file: rotate its secret where the config's secret_env comes from");
-            }
-            let secret =
-                generate_secret().map_err(|_| anyhow::anyhow!("no system randomness available"))?;
-            let until = now_ms() / 1000 + (overlap_hours * 3600.0) as i64;
-            let rotated = store
-                .rotate_key(
-                    &name,
-                    &hash_secret(secret.expose()),
-                    &display_prefix(secret.expose()),
-                    until,
-                )
-                .await?;
-            if !rotated {
-                anyhow::bail!("no active key named '{name}' (see `warden keys list`)");
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "name": name, "secret": secret.expose(), "previous_valid_until": until })
-                );
-            } else {
-                eprintln!(
+            let rotated = match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    lifecycle::rotate(&store, &declared(&config), &name, overlap_hours).await?
+                }
+                Target::Remote(api) => {
+                    api.post(
+                        &format!("/admin/v1/keys/{}/rotate", super::remote::encode(&name)),
+                        json!({ "overlap_hours": overlap_hours }),
+                    )
+                    .await?
+                }
+            };
+            let until = rotated["previous_valid_until"].as_i64().unwrap_or(0);
+            print_secret(&rotated, json, |name| {
+                format!(
                     "Rotated '{name}'. The old secret works until {}. Store the new one now; it cannot be shown again:",
                     crate::enforcement::format_ms(until * 1000)
-                );
-                println!("{}", secret.expose());
+                )
+            })
+        }
+        KeysCommand::List { json } => {
+            let rows = match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    lifecycle::list(&store, &declared(&config), now_ms() - 24 * 3_600_000).await?
+                }
+                Target::Remote(api) => match api.get("/admin/v1/keys").await?["data"].take() {
+                    Value::Array(rows) => rows,
+                    _ => anyhow::bail!("the admin API's key list has no data"),
+                },
+            };
+            if json {
+                println!("{}", Value::Array(rows));
+            } else {
+                print_table(&rows);
             }
+            Ok(())
         }
         KeysCommand::RotateUpstream {
             name,
@@ -233,6 +146,21 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
             organization,
             project,
         } => {
+            let path = match &target {
+                Target::Local(path) => path,
+                Target::Remote(api) => {
+                    return super::upstream_keys::add_remote(
+                        api,
+                        &name,
+                        &from_env,
+                        organization,
+                        project,
+                        true,
+                    )
+                    .await
+                }
+            };
+            let (config, store) = open_local(path.as_ref()).await?;
             super::upstream_keys::add(
                 &config,
                 &store,
@@ -242,17 +170,80 @@ pub async fn run(command: KeysCommand, config: Option<PathBuf>) -> anyhow::Resul
                 project,
                 true,
             )
-            .await?
+            .await
         }
         KeysCommand::Revoke { name } => {
-            if config.keys.iter().any(|k| k.name == name) {
-                anyhow::bail!("'{name}' is declared in the config file: remove it there (or unset its secret) to revoke it");
-            }
-            if !store.revoke_key(&name, now_ms() / 1000).await? {
-                anyhow::bail!("no active key named '{name}' (see `warden keys list`)");
-            }
+            match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    lifecycle::revoke(&store, &declared(&config), &name).await?
+                }
+                Target::Remote(api) => {
+                    api.post(
+                        &format!("/admin/v1/keys/{}/revoke", super::remote::encode(&name)),
+                        json!({}),
+                    )
+                    .await?
+                }
+            };
             println!("revoked '{name}'");
+            Ok(())
         }
     }
+}
+
+fn declared(config: &Config) -> Vec<Declared> {
+    config
+        .keys
+        .iter()
+        .map(|k| Declared {
+            name: k.name.clone(),
+            end_user: k.end_user,
+            trusted_user_field: k.trusted_user_field,
+        })
+        .collect()
+}
+
+/// The secret alone on stdout (so scripts can capture it), the advice on stderr.
+fn print_secret(answer: &Value, json: bool, advice: impl Fn(&str) -> String) -> anyhow::Result<()> {
+    let (Some(name), Some(secret)) = (answer["name"].as_str(), answer["secret"].as_str()) else {
+        anyhow::bail!("the answer carries no secret: {answer}");
+    };
+    if json {
+        println!("{answer}");
+    } else {
+        eprintln!("{}", advice(name));
+        println!("{secret}");
+    }
     Ok(())
+}
+
+fn print_table(rows: &[Value]) {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    println!(
+        "{:<24} {:<10} {:<9} {:<8} {:<7} {:<8} {:>8} COUNTRIES",
+        "NAME", "PREFIX", "END_USER", "TRUSTED", "ORIGIN", "STATUS", "REQ_24H"
+    );
+    for row in rows {
+        let countries = row["countries"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<10} {:<9} {:<8} {:<7} {:<8} {:>8} {countries}",
+            text(&row["name"]).unwrap_or_default(),
+            text(&row["prefix"]).unwrap_or_else(|| "-".into()),
+            text(&row["end_user"]).unwrap_or_default(),
+            row["trusted_user_field"].as_bool().unwrap_or(false),
+            text(&row["origin"]).unwrap_or_default(),
+            text(&row["status"]).unwrap_or_default(),
+            row["requests"].as_i64().unwrap_or(0),
+        );
+    }
 }

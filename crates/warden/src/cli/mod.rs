@@ -8,8 +8,10 @@ mod check_config;
 mod demo;
 mod keys;
 mod lockdown;
+mod remote;
 mod report;
 mod serve;
+mod target;
 mod upstream_keys;
 mod users;
 
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,8 @@ use crate::config::{Config, LogFormat};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: target::TargetArgs,
 }
 
 #[derive(Subcommand)]
@@ -107,18 +111,28 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let flags = cli.target;
+    // Operator commands act on the store, or through the admin API with --admin-url.
+    let target = |config: Option<PathBuf>| target::Target::choose(&flags, config);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve::run(config).await,
             Command::CheckConfig { file } => return check_config::run(&file),
-            Command::Keys { command, config } => keys::run(command, config).await,
-            Command::Users { command, config } => users::run(command, config).await,
-            Command::Cases { command, config } => cases::run(command, config).await,
-            Command::UpstreamKeys { command, config } => upstream_keys::run(command, config).await,
+            Command::Keys { command, config } => keys::run(command, target(config)?).await,
+            Command::Users { command, config } => users::run(command, target(config)?).await,
+            Command::Cases { command, config } => cases::run(command, target(config)?).await,
+            Command::UpstreamKeys { command, config } => {
+                upstream_keys::run(command, target(config)?).await
+            }
             Command::Demo(args) => demo::run(args).await,
-            Command::Lockdown { command, config } => lockdown::run(command, config).await,
-            Command::Audit { command, config } => return audit::run(command, config).await,
-            Command::Report(args) => report::run(args).await,
+            Command::Lockdown { command, config } => lockdown::run(command, target(config)?).await,
+            Command::Audit { command, config } => {
+                return audit::run(command, target(config)?).await
+            }
+            Command::Report(args) => {
+                let config = args.config.clone();
+                report::run(args, target(config)?).await
+            }
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -145,18 +159,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the configured level.
+/// Logs go to stderr, masked; `RUST_LOG` and `WARDEN_LOG_FORMAT` override the config.
 fn init_logging(config: &Config) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    crate::logs::init(config);
 }

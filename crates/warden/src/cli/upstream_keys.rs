@@ -1,15 +1,18 @@
 //! `warden upstream-keys add|activate|retire|list`: OpenAI keys kept in the store, sealed
-//! under the master key. `warden keys rotate-upstream` is `add` + `activate` in one step.
-
-use std::path::PathBuf;
+//! under the master key (here, or by a running Warden through its admin API).
+//! `warden keys rotate-upstream` is `add` + `activate` in one step.
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 
 use crate::config::{EnvSource, ProcessEnv};
 use crate::enforcement::format_ms;
 use crate::events::now_ms;
 use crate::store::{Store, StoredUpstreamKey};
 use crate::vault::MasterKey;
+
+use super::remote::{encode, AdminClient};
+use super::target::Target;
 
 #[derive(Subcommand)]
 pub enum UpstreamKeysCommand {
@@ -38,7 +41,11 @@ pub enum UpstreamKeysCommand {
     },
 }
 
-pub async fn run(command: UpstreamKeysCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(command: UpstreamKeysCommand, target: Target) -> anyhow::Result<()> {
+    let config = match target {
+        Target::Local(config) => config,
+        Target::Remote(api) => return remote(command, &api).await,
+    };
     let config = super::load_config(config.as_ref())?;
     let store = Store::open(&config.storage).await?;
     match command {
@@ -64,7 +71,7 @@ pub async fn run(command: UpstreamKeysCommand, config: Option<PathBuf>) -> anyho
             if !store.activate_upstream_key(&name, now_ms()).await? {
                 anyhow::bail!("no upstream key named '{name}' (see `warden upstream-keys list`)");
             }
-            println!("'{name}' is now the active upstream key; gateways switch within a second");
+            activated(&name);
             Ok(())
         }
         UpstreamKeysCommand::Retire { name } => {
@@ -75,31 +82,115 @@ pub async fn run(command: UpstreamKeysCommand, config: Option<PathBuf>) -> anyho
             Ok(())
         }
         UpstreamKeysCommand::List { json } => {
-            let keys = store.upstream_keys().await?;
-            if json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| serde_json::json!({"name": k.name, "state": k.state, "organization": k.organization, "project": k.project, "created_ms": k.created_ms, "updated_ms": k.updated_ms}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-                return Ok(());
-            }
-            println!(
-                "{:<24} {:<8} {:<20} {:<20} CHANGED",
-                "NAME", "STATE", "ORGANIZATION", "PROJECT"
-            );
-            for k in &keys {
-                println!(
-                    "{:<24} {:<8} {:<20} {:<20} {}",
-                    k.name,
-                    k.state,
-                    k.organization.as_deref().unwrap_or("-"),
-                    k.project.as_deref().unwrap_or("-"),
-                    format_ms(k.updated_ms)
-                );
-            }
+            let rows: Vec<Value> = store
+                .upstream_keys()
+                .await?
+                .iter()
+                .map(|k| json!({"name": k.name, "state": k.state, "organization": k.organization, "project": k.project, "created_ms": k.created_ms, "updated_ms": k.updated_ms}))
+                .collect();
+            print_list(&rows, json);
             Ok(())
         }
+    }
+}
+
+/// The same commands through the admin API: the gateway seals with its master key.
+async fn remote(command: UpstreamKeysCommand, api: &AdminClient) -> anyhow::Result<()> {
+    match command {
+        UpstreamKeysCommand::Add {
+            name,
+            from_env,
+            organization,
+            project,
+            activate,
+        } => add_remote(api, &name, &from_env, organization, project, activate).await,
+        UpstreamKeysCommand::Activate { name } => {
+            api.post(
+                &format!("/admin/v1/upstream-keys/{}/activate", encode(&name)),
+                json!({}),
+            )
+            .await?;
+            activated(&name);
+            Ok(())
+        }
+        UpstreamKeysCommand::Retire { name } => {
+            api.post(
+                &format!("/admin/v1/upstream-keys/{}/retire", encode(&name)),
+                json!({}),
+            )
+            .await?;
+            println!("retired '{name}'");
+            Ok(())
+        }
+        UpstreamKeysCommand::List { json } => {
+            let mut answer = api.get("/admin/v1/upstream-keys").await?;
+            let rows = answer["data"]
+                .take()
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            print_list(&rows, json);
+            Ok(())
+        }
+    }
+}
+
+/// `upstream-keys add` / `keys rotate-upstream` through the admin API; the key is read
+/// from the environment here and sent in the request body.
+pub async fn add_remote(
+    api: &AdminClient,
+    name: &str,
+    from_env: &str,
+    organization: Option<String>,
+    project: Option<String>,
+    activate: bool,
+) -> anyhow::Result<()> {
+    let secret = ProcessEnv
+        .get(from_env)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("environment variable {from_env} is not set"))?;
+    api.post(
+        "/admin/v1/upstream-keys",
+        json!({"name": name, "key": secret.trim(), "organization": organization,
+               "project": project, "activate": activate}),
+    )
+    .await?;
+    added(name, activate);
+    Ok(())
+}
+
+fn activated(name: &str) {
+    println!("'{name}' is now the active upstream key; gateways switch within a second");
+}
+
+fn added(name: &str, activate: bool) {
+    if activate {
+        println!(
+            "added '{name}' and made it the active upstream key; gateways switch within a second"
+        );
+    } else {
+        println!("added '{name}' (standby); `warden upstream-keys activate {name}` puts it in use");
+    }
+}
+
+fn print_list(rows: &[Value], json: bool) {
+    if json {
+        println!("{}", Value::Array(rows.to_vec()));
+        return;
+    }
+    println!(
+        "{:<24} {:<8} {:<20} {:<20} CHANGED",
+        "NAME", "STATE", "ORGANIZATION", "PROJECT"
+    );
+    for k in rows {
+        println!(
+            "{:<24} {:<8} {:<20} {:<20} {}",
+            k["name"].as_str().unwrap_or_default(),
+            k["state"].as_str().unwrap_or_default(),
+            k["organization"].as_str().unwrap_or("-"),
+            k["project"].as_str().unwrap_or("-"),
+            format_ms(k["updated_ms"].as_i64().unwrap_or(0))
+        );
     }
 }
 
@@ -145,11 +236,7 @@ pub async fn add(
         .await?;
     if activate {
         store.activate_upstream_key(name, now).await?;
-        println!(
-            "added '{name}' and made it the active upstream key; gateways switch within a second"
-        );
-    } else {
-        println!("added '{name}' (standby); `warden upstream-keys activate {name}` puts it in use");
     }
+    added(name, activate);
     Ok(())
 }

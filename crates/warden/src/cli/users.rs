@@ -1,16 +1,20 @@
-//! `warden users list|show|ban|suspend|unban|reset`: review end users and act on them in
-//! the store. Running gateways (every replica) pick a change up within a second.
+//! `warden users list|show|ban|suspend|unban|reset`: review end users and act on them, in
+//! the store or through a running Warden's admin API. Running gateways (every replica)
+//! pick a change up within a second.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 
-use crate::config::{EnvSource, ProcessEnv};
+use super::remote::{encode, AdminClient};
+use super::target::{open_local, Target};
+use crate::admin_api::user_json;
+use crate::config::{Config, EnvSource, ProcessEnv};
 use crate::enforcement::{format_ms, ladder, Action, Actor, Enforcement};
 use crate::events::{now_ms, EventLog, EventSink, StoreSink};
-use crate::store::{Store, StoredUser};
+use crate::store::Store;
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -64,9 +68,156 @@ pub enum UsersCommand {
     },
 }
 
-pub async fn run(command: UsersCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = super::load_config(config.as_ref())?;
-    let store = Store::open(&config.storage).await?;
+/// What an operator asks to be done to an end user.
+struct Act {
+    user: String,
+    key: Option<String>,
+    /// The admin API's verb: ban, suspend, unban, reset.
+    verb: &'static str,
+    action: Action,
+    reason: String,
+}
+
+pub async fn run(command: UsersCommand, target: Target) -> anyhow::Result<()> {
+    let act = match command {
+        UsersCommand::List {
+            sanctioned,
+            limit,
+            json,
+        } => {
+            let users = match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    store
+                        .list_users(sanctioned, limit)
+                        .await?
+                        .iter()
+                        .map(|u| user_json(&config.enforcement, u))
+                        .collect()
+                }
+                Target::Remote(api) => data(
+                    api.get(&format!(
+                        "/admin/v1/users?sanctioned={sanctioned}&limit={limit}"
+                    ))
+                    .await?,
+                )?,
+            };
+            print_list(&users, json);
+            return Ok(());
+        }
+        UsersCommand::Show { user, key, json } => {
+            let shown = match &target {
+                Target::Local(path) => {
+                    let (config, store) = open_local(path.as_ref()).await?;
+                    show_local(&config, &store, &user, key.as_deref()).await?
+                }
+                Target::Remote(api) => {
+                    let key = match key {
+                        Some(key) => key,
+                        None => resolve(&user, remote_candidates(api, &user).await?, false)?,
+                    };
+                    api.get(&format!(
+                        "/admin/v1/users/{}/{}",
+                        encode(&key),
+                        encode(&user)
+                    ))
+                    .await?
+                }
+            };
+            print_user(&shown, json);
+            return Ok(());
+        }
+        UsersCommand::Ban { user, key, reason } => Act {
+            user,
+            key,
+            verb: "ban",
+            action: Action::Ban,
+            reason,
+        },
+        UsersCommand::Suspend {
+            user,
+            key,
+            hours,
+            reason,
+        } => {
+            if !(hours.is_finite() && hours > 0.0) {
+                anyhow::bail!("--hours must be a positive number");
+            }
+            Act {
+                user,
+                key,
+                verb: "suspend",
+                action: Action::Suspend(Duration::from_secs_f64(hours * 3600.0)),
+                reason,
+            }
+        }
+        UsersCommand::Unban { user, key } => Act {
+            user,
+            key,
+            verb: "unban",
+            action: Action::Lift,
+            reason: "lifted by operator".into(),
+        },
+        UsersCommand::Reset { user, key } => Act {
+            user,
+            key,
+            verb: "reset",
+            action: Action::Reset,
+            reason: "reset by operator".into(),
+        },
+    };
+    crate::identity::validate_user_id(&act.user).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let after = match &target {
+        Target::Local(path) => act_local(path.as_ref(), act).await?,
+        Target::Remote(api) => act_remote(api, act).await?,
+    };
+    let until = after["status_until_ms"]
+        .as_i64()
+        .map(|u| format!(" until {}", format_ms(u)))
+        .unwrap_or_default();
+    println!(
+        "{} (key {}): {}{until}",
+        after["end_user"].as_str().unwrap_or_default(),
+        after["key"].as_str().unwrap_or_default(),
+        after["status"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn show_local(
+    config: &Config,
+    store: &Store,
+    user: &str,
+    key: Option<&str>,
+) -> anyhow::Result<Value> {
+    let key = match key {
+        Some(key) => key.to_owned(),
+        None => resolve(user, local_candidates(config, store, user).await?, false)?,
+    };
+    let found = store
+        .user(&key, user)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no end user '{user}' under key '{key}'"))?;
+    let half_life = config.enforcement.half_life;
+    let strikes = store
+        .strikes_since(&key, user, now_ms() - ladder::horizon_ms(half_life))
+        .await?;
+    let mut shown = user_json(&config.enforcement, &found);
+    shown["strikes"] = serde_json::to_value(&strikes)?;
+    Ok(shown)
+}
+
+async fn act_local(path: Option<&PathBuf>, act: Act) -> anyhow::Result<Value> {
+    let (config, store) = open_local(path).await?;
+    // Acting ahead of a user's first request needs the key named.
+    let key = match act.key {
+        Some(key) => key,
+        None => resolve(
+            &act.user,
+            local_candidates(&config, &store, &act.user).await?,
+            true,
+        )?,
+    };
     let secret = ProcessEnv
         .get(&config.identity.safety_identifier_secret_env)
         .map(crate::secret::Secret::new);
@@ -84,203 +235,148 @@ pub async fn run(command: UsersCommand, config: Option<PathBuf>) -> anyhow::Resu
         safety_ids,
         offences,
     );
-    let result = dispatch(command, &store, &enforcement).await;
+    let acted = enforcement
+        .act(&key, &act.user, act.action, &act.reason, Actor::Operator)
+        .await;
     events.flush().await;
-    result
+    acted?;
+    let stored = store
+        .user(&key, &act.user)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no end user '{}' under key '{key}'", act.user))?;
+    Ok(user_json(&config.enforcement, &stored))
 }
 
-async fn dispatch(
-    command: UsersCommand,
-    store: &Store,
-    enforcement: &Arc<Enforcement>,
-) -> anyhow::Result<()> {
-    let half_life = enforcement.config().half_life;
-    match command {
-        UsersCommand::List {
-            sanctioned,
-            limit,
-            json,
-        } => {
-            let users = store.list_users(sanctioned, limit).await?;
-            if json {
-                println!("{}", serde_json::to_string(&users)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<28} {:>7} {:<10} {:<20} LAST SEEN",
-                "KEY", "END USER", "STRIKES", "STATUS", "UNTIL"
-            );
-            for u in &users {
-                println!(
-                    "{:<20} {:<28} {:>7.2} {:<10} {:<20} {}",
-                    u.key_name,
-                    u.end_user,
-                    ladder::decayed(u.strike_weight, u.strike_at_ms, now_ms(), half_life),
-                    u.status,
-                    u.status_until_ms
-                        .map(format_ms)
-                        .unwrap_or_else(|| "-".into()),
-                    when(u.last_seen_ms),
-                );
-            }
-        }
-        UsersCommand::Show { user, key, json } => {
-            let found = resolve(store, &user, key.as_deref(), false).await?;
-            let strikes = store
-                .strikes_since(
-                    &found.key_name,
-                    &user,
-                    now_ms() - ladder::horizon_ms(half_life),
-                )
-                .await?;
-            if json {
-                let mut body = serde_json::to_value(&found)?;
-                body["strikes"] = serde_json::to_value(&strikes)?;
-                println!("{body}");
-                return Ok(());
-            }
-            println!("key                {}", found.key_name);
-            println!("end user           {}", found.end_user);
-            println!("safety_identifier  {}", found.safety_identifier);
-            println!(
-                "first / last seen  {} / {}",
-                when(found.first_seen_ms),
-                when(found.last_seen_ms)
-            );
-            println!(
-                "strike weight      {:.2} (now, after decay)",
-                ladder::decayed(found.strike_weight, found.strike_at_ms, now_ms(), half_life)
-            );
-            println!(
-                "status             {}{}{}",
-                found.status,
-                found
-                    .status_until_ms
-                    .map(|u| format!(" until {}", format_ms(u)))
-                    .unwrap_or_default(),
-                found
-                    .status_reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            );
-            println!("strikes            {}", strikes.len());
-            for s in &strikes {
-                println!(
-                    "  {}  {:<24} {:>5.2}  {}",
-                    format_ms(s.at_ms),
-                    s.category,
-                    s.weight,
-                    s.request_id.as_deref().unwrap_or("-")
-                );
-            }
-        }
-        UsersCommand::Ban { user, key, reason } => {
-            act(store, enforcement, &user, key, Action::Ban, &reason).await?
-        }
-        UsersCommand::Suspend {
-            user,
-            key,
-            hours,
-            reason,
-        } => {
-            if !(hours.is_finite() && hours > 0.0) {
-                anyhow::bail!("--hours must be a positive number");
-            }
-            let period = Duration::from_secs_f64(hours * 3600.0);
-            act(
-                store,
-                enforcement,
-                &user,
-                key,
-                Action::Suspend(period),
-                &reason,
-            )
-            .await?
-        }
-        UsersCommand::Unban { user, key } => {
-            act(
-                store,
-                enforcement,
-                &user,
-                key,
-                Action::Lift,
-                "lifted by operator",
-            )
-            .await?
-        }
-        UsersCommand::Reset { user, key } => {
-            act(
-                store,
-                enforcement,
-                &user,
-                key,
-                Action::Reset,
-                "reset by operator",
-            )
-            .await?
-        }
-    }
-    Ok(())
-}
-
-async fn act(
-    store: &Store,
-    enforcement: &Enforcement,
-    user: &str,
-    key: Option<String>,
-    action: Action,
-    reason: &str,
-) -> anyhow::Result<()> {
-    crate::identity::validate_user_id(user).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-    // Acting ahead of a user's first request needs the key named.
-    let key_name = match key {
+async fn act_remote(api: &AdminClient, act: Act) -> anyhow::Result<Value> {
+    let key = match act.key {
         Some(key) => key,
-        None => resolve(store, user, None, true).await?.key_name,
+        None => resolve(&act.user, remote_candidates(api, &act.user).await?, true)?,
     };
-    let standing = enforcement
-        .act(&key_name, user, action, reason, Actor::Operator)
-        .await?;
-    let until = standing
-        .status
-        .until_ms()
-        .map(|u| format!(" until {}", format_ms(u)))
-        .unwrap_or_default();
-    println!(
-        "{user} (key {key_name}): {}{until}",
-        standing.status.label()
-    );
-    Ok(())
+    let mut body = json!({ "reason": act.reason });
+    if let Action::Suspend(period) = act.action {
+        body["hours"] = json!(period.as_secs_f64() / 3600.0);
+    }
+    api.post(
+        &format!(
+            "/admin/v1/users/{}/{}/{}",
+            encode(&key),
+            encode(&act.user),
+            act.verb
+        ),
+        body,
+    )
+    .await
 }
 
-/// The stored user; without `--key` the id must have been seen under exactly one key.
-async fn resolve(
+async fn local_candidates(
+    config: &Config,
     store: &Store,
     user: &str,
-    key: Option<&str>,
-    acting: bool,
-) -> anyhow::Result<StoredUser> {
-    if let Some(key) = key {
-        return store
-            .user(key, user)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no end user '{user}' under key '{key}'"));
+) -> anyhow::Result<Vec<Value>> {
+    Ok(store
+        .users_named(user)
+        .await?
+        .iter()
+        .map(|u| user_json(&config.enforcement, u))
+        .collect())
+}
+
+async fn remote_candidates(api: &AdminClient, user: &str) -> anyhow::Result<Vec<Value>> {
+    data(
+        api.get(&format!("/admin/v1/users?end_user={}", encode(user)))
+            .await?,
+    )
+}
+
+fn data(mut answer: Value) -> anyhow::Result<Vec<Value>> {
+    match answer["data"].take() {
+        Value::Array(rows) => Ok(rows),
+        _ => anyhow::bail!("the admin API's answer has no data list"),
     }
-    let mut found = store.users_named(user).await?;
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 if acting => anyhow::bail!(
+}
+
+/// The key of the user's only record; without `--key` the id must have been seen under
+/// exactly one key.
+fn resolve(user: &str, found: Vec<Value>, acting: bool) -> anyhow::Result<String> {
+    let keys: Vec<&str> = found.iter().filter_map(|u| u["key"].as_str()).collect();
+    match keys.as_slice() {
+        [key] => Ok((*key).to_owned()),
+        [] if acting => anyhow::bail!(
             "end user '{user}' has not been seen yet: pass --key KEY to act ahead of their first request"
         ),
-        0 => anyhow::bail!("no end user '{user}' has been seen (see `warden users list`)"),
+        [] => anyhow::bail!("no end user '{user}' has been seen (see `warden users list`)"),
         _ => anyhow::bail!(
             "end user '{user}' is known under several keys ({}): pass --key KEY",
-            found
-                .iter()
-                .map(|u| u.key_name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            keys.join(", ")
         ),
+    }
+}
+
+fn print_list(users: &[Value], json: bool) {
+    if json {
+        println!("{}", Value::Array(users.to_vec()));
+        return;
+    }
+    println!(
+        "{:<20} {:<28} {:>7} {:<10} {:<20} LAST SEEN",
+        "KEY", "END USER", "STRIKES", "STATUS", "UNTIL"
+    );
+    for u in users {
+        println!(
+            "{:<20} {:<28} {:>7.2} {:<10} {:<20} {}",
+            u["key"].as_str().unwrap_or_default(),
+            u["end_user"].as_str().unwrap_or_default(),
+            u["strike_weight"].as_f64().unwrap_or(0.0),
+            u["status"].as_str().unwrap_or_default(),
+            u["status_until_ms"]
+                .as_i64()
+                .map(format_ms)
+                .unwrap_or_else(|| "-".into()),
+            when(u["last_seen_ms"].as_i64().unwrap_or(0)),
+        );
+    }
+}
+
+fn print_user(u: &Value, json: bool) {
+    if json {
+        println!("{u}");
+        return;
+    }
+    let text = |field: &str| u[field].as_str().unwrap_or_default().to_owned();
+    println!("key                {}", text("key"));
+    println!("end user           {}", text("end_user"));
+    println!("safety_identifier  {}", text("safety_identifier"));
+    println!(
+        "first / last seen  {} / {}",
+        when(u["first_seen_ms"].as_i64().unwrap_or(0)),
+        when(u["last_seen_ms"].as_i64().unwrap_or(0))
+    );
+    println!(
+        "strike weight      {:.2} (now, after decay)",
+        u["strike_weight"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "status             {}{}{}",
+        text("status"),
+        u["status_until_ms"]
+            .as_i64()
+            .map(|until| format!(" until {}", format_ms(until)))
+            .unwrap_or_default(),
+        u["status_reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let strikes = u["strikes"].as_array().cloned().unwrap_or_default();
+    println!("strikes            {}", strikes.len());
+    for s in &strikes {
+        println!(
+            "  {}  {:<24} {:>5.2}  {}",
+            format_ms(s["at_ms"].as_i64().unwrap_or(0)),
+            s["category"].as_str().unwrap_or_default(),
+            s["weight"].as_f64().unwrap_or(0.0),
+            s["request_id"].as_str().unwrap_or("-")
+        );
     }
 }
 

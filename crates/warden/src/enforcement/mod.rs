@@ -144,6 +144,11 @@ impl Enforcement {
         &self.config
     }
 
+    /// The end user's identifier at OpenAI (what logs and events name them by).
+    pub fn safety_identifier(&self, key_name: &str, end_user: &str) -> String {
+        self.safety_ids.for_user(key_name, Some(end_user))
+    }
+
     /// The rung a request from this user meets now; one map lookup, no I/O.
     pub fn rung(&self, key_name: &str, end_user: &str) -> (Rung, Option<Standing>) {
         if self.standings.is_empty() {

@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod content;
 pub mod flags;
+mod log_line;
 mod metrics;
 pub mod sweeper;
 pub mod verify;
@@ -12,7 +13,8 @@ mod writer;
 pub use flags::{AuditNotes, Flag};
 pub use metrics::Metrics;
 
-pub use writer::{EventLog, EventOptions, EventSink, LogSink, SinkFuture, StoreSink};
+pub use log_line::LogSink;
+pub use writer::{EventLog, EventOptions, EventSink, SinkFuture, StoreSink};
 
 /// One row of the event log, flat so both store backends and the log line share it.
 /// Other kinds are built with `..Default::default()`: `flag`, `enforcement`, `admin`, `case`.

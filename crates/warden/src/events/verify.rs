@@ -83,6 +83,20 @@ impl Verification {
     }
 }
 
+impl Verification {
+    /// What `warden audit verify --json` prints and `/admin/v1/audit/verify` answers.
+    pub fn document(&self) -> serde_json::Value {
+        serde_json::json!({
+            "object": "audit_verification",
+            "ok": self.ok(),
+            "summary": self.summary(),
+            "events": self.events(),
+            "chains": self.chains,
+            "unchained_event": self.unchained_event,
+        })
+    }
+}
+
 pub async fn verify(store: &Store) -> Result<Verification, StoreError> {
     let mut chains = Vec::new();
     for head in store.audit_chains().await? {

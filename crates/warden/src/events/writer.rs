@@ -210,37 +210,6 @@ fn take(
     }
 }
 
-/// One structured log line per event.
-pub struct LogSink;
-
-impl EventSink for LogSink {
-    fn write<'a>(&'a self, batch: &'a [EventRecord]) -> SinkFuture<'a> {
-        Box::pin(async move {
-            for e in batch {
-                tracing::info!(
-                    target: "warden::events",
-                    request_id = %e.request_id,
-                    kind = e.kind,
-                    key = e.key_name.as_deref(),
-                    end_user = e.end_user.as_deref(),
-                    client_ip = e.client_ip.as_deref(),
-                    country = e.country.as_deref(),
-                    endpoint = e.endpoint,
-                    model = e.model.as_deref(),
-                    stream = e.stream,
-                    status = e.status,
-                    outcome = e.outcome,
-                    reason = e.reason.as_deref(),
-                    latency_us = e.latency_us,
-                    upstream_us = e.upstream_us,
-                    detail = e.detail.as_deref(),
-                    "request"
-                );
-            }
-        })
-    }
-}
-
 /// Batches into the durable store, hash-chained (see `events::chain`); a failed batch is
 /// retried a few times, then reported. The chain head moves only when a batch is
 /// committed, so a lost batch leaves no gap in the chain.

@@ -1,6 +1,8 @@
 //! Virtual keys: what clients present instead of the real OpenAI key. Only a hash of each
 //! secret is kept; lookup hashes the presented value, so comparison time says nothing.
 
+pub mod countries;
+pub mod lifecycle;
 mod registry;
 
 pub use registry::{DeclaredKey, KeyRegistry};

@@ -62,6 +62,18 @@ impl KeyRegistry {
         self.declared.iter().map(|(_, k)| k.name.as_str())
     }
 
+    /// The config file's keys, as operator listings show them.
+    pub fn declared(&self) -> Vec<super::lifecycle::Declared> {
+        self.declared
+            .iter()
+            .map(|(_, k)| super::lifecycle::Declared {
+                name: k.name.clone(),
+                end_user: k.end_user,
+                trusted_user_field: k.trusted_user_field,
+            })
+            .collect()
+    }
+
     /// Rebuilds the table from the config keys plus the store's active keys. A store key
     /// whose name is declared in the config is ignored: the file is the authority.
     pub fn replace_stored(&self, stored: &[StoredKey]) {

@@ -60,7 +60,22 @@ pub async fn handle(
 
     let ran = snapshot.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
+    // Refused before the safety_identifier stage: the event and log line still name the
+    // end user by identifier, never by the raw id alone.
+    if let (Err(_), None, Some(key), Some(user)) = (
+        &ran,
+        &ctx.safety_identifier,
+        ctx.key_name(),
+        ctx.end_user.as_ref(),
+    ) {
+        recorder.identify(gateway.enforcement.safety_identifier(key, &user.id));
+    }
     gateway.abuse.observe(&ctx, ran.as_ref().err());
+    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
+        gateway
+            .key_countries
+            .observe(key, country, ctx.client_ip, &ctx.request_id);
+    }
     if let Err(err) = ran {
         leak_alert(&gateway, &ctx);
         recorder.blocked_by(&err, &ctx);

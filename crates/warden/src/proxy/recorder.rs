@@ -150,6 +150,14 @@ impl Recorder {
     }
 
     /// Adds a finding noticed after the pipeline ran (output moderation) to the detail.
+    /// The end user's safety identifier, for a request refused before the stage that
+    /// sets it.
+    pub fn identify(&mut self, safety_identifier: String) {
+        if let Some(record) = self.record.as_mut() {
+            record.safety_identifier.get_or_insert(safety_identifier);
+        }
+    }
+
     pub fn note(&mut self, stage: &str, note: &str) {
         self.findings.push(format!("{stage}:{note}"));
     }

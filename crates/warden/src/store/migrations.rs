@@ -174,6 +174,16 @@ const STEPS: &[(i64, &str)] = &[
         updated_ms BIGINT NOT NULL
     );",
     ),
+    (
+        9,
+        // Leak response: the countries each virtual key has been used from.
+        "CREATE TABLE key_countries (
+        key_name TEXT NOT NULL,
+        country TEXT NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        PRIMARY KEY (key_name, country)
+    );",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

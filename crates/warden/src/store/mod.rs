@@ -13,6 +13,7 @@ macro_rules! on_pool {
 }
 
 pub mod audit;
+mod key_countries;
 mod lockdown;
 mod migrations;
 mod notices;
@@ -20,6 +21,7 @@ mod overview;
 mod users;
 mod vault;
 
+pub use key_countries::KeyCountry;
 pub use notices::{Delivery, SafetyCase};
 pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};

@@ -224,7 +224,8 @@ impl Relay {
             {
                 Ok(checked) if !checked.blocked.is_empty() => {
                     let categories = checked.blocked[0].categories.names().join(",");
-                    tracing::info!(categories, "output blocked mid-stream");
+                    // Debug: the request's own line (its event) reports the block at info.
+                    tracing::debug!(categories, "output blocked mid-stream");
                     state.held.clear();
                     self.note(&format!("output_block:{categories}"));
                     for hit in &checked.blocked {
