@@ -60,6 +60,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
 /// Steps 3–7 for one `/v1` call.
 async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Response {
     app.recorder.record(parts, &body);
+    let unanswered = Unanswered(Some(app.recorder.clone()));
     if let Err(error) = app.check_auth(&parts.headers) {
         return error.into_response();
     }
@@ -78,7 +79,26 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
             .unwrap_or_else(IntoResponse::into_response),
     };
     fault.decorate(response.headers_mut());
+    unanswered.answered();
     response
+}
+
+/// Counts the call as cancelled if hyper drops it (the client went away) before the
+/// answer was ready, e.g. a caller that gave up during `delay_ms`.
+struct Unanswered(Option<Arc<crate::record::Recorder>>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.0.take() {
+            recorder.request_cancelled();
+        }
+    }
 }
 
 /// The fault for this call: the queued one (if any applies), overridden by the header.

@@ -266,12 +266,7 @@ fn on_error(text: &str, path: &str, problems: &mut Problems) -> OnError {
 fn mode(text: &str, path: &str, problems: &mut Problems) -> Mode {
     match text {
         "strict" => Mode::Strict,
-        // Accepted by the schema, refused until the handler implements it: a mode that
-        // silently behaved like `strict` would mislead the operator.
-        "parallel" => {
-            problems.push(path, "'parallel' is not implemented yet; use 'strict'");
-            Mode::Parallel
-        }
+        "parallel" => Mode::Parallel,
         other => {
             problems.push(path, format!("'{other}' is not one of: strict, parallel"));
             Mode::Strict
@@ -323,6 +318,13 @@ mod tests {
         assert_eq!(config.output.policy.rule(v).action, Action::Block);
         assert_eq!(config.output.policy.rule(m).threshold, Some(0.2));
         assert_eq!(config.on_error, OnError::Allow);
+    }
+
+    #[test]
+    fn parallel_mode_is_accepted() {
+        let (config, problems) = parse("mode = \"parallel\"");
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(config.for_key(None).0, Mode::Parallel);
     }
 
     #[test]

@@ -56,7 +56,16 @@ pub async fn handle(
         incoming,
     );
 
-    let ran = gateway.pipeline.run(&mut ctx).await;
+    let mut ran = gateway.pipeline.run(&mut ctx).await;
+    let mut retries = 0;
+    // `parallel` moderation: upstream's answer, held until the verdict passed.
+    let mut early = None;
+    if let (Ok(()), Some(verdict)) = (&ran, ctx.pending_moderation.take()) {
+        let (judged, sent) =
+            super::parallel::race(verdict, gateway.upstream.send(&ctx, &mut retries)).await;
+        ran = crate::stages::moderation::settle_late(&mut ctx, judged);
+        early = sent;
+    }
     recorder.learn(&ctx);
     gateway.abuse.observe(&ctx, ran.as_ref().err());
     if let Err(err) = ran {
@@ -66,8 +75,10 @@ pub async fn handle(
     }
 
     // A flagged request's `flag` event is committed while upstream works on the answer.
-    let mut retries = 0;
-    let sent = if recorder.has_pending_flags() {
+    let sent = if let Some(sent) = early {
+        recorder.persist_flags().await;
+        sent
+    } else if recorder.has_pending_flags() {
         let (sent, ()) = tokio::join!(
             gateway.upstream.send(&ctx, &mut retries),
             recorder.persist_flags()
