@@ -30,6 +30,8 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     /// Input and output moderation (the Moderation endpoint, its cache and breaker).
     pub moderator: Arc<Moderator>,
+    /// The local filters' scanner for each key (input stage and output checks).
+    pub filters: Arc<crate::safety::profiles::KeyFilters>,
     /// Rate, token and concurrency limits (shared through Redis when configured).
     pub limiter: crate::limits::Limiter,
     pub events: EventLog,
@@ -158,6 +160,10 @@ impl Gateway {
         if spend.enabled() {
             spend.spawn_flusher();
         }
+        let filters = Arc::new(crate::safety::profiles::KeyFilters::new(Arc::new(
+            crate::safety::filters::Scanner::new(&config.safety.filters)
+                .map_err(|why| anyhow::anyhow!("safety.filters: {why}"))?,
+        )));
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             enforcement: enforcement.clone(),
@@ -165,10 +171,7 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: config.server.request_body_timeout,
             moderator: moderator.clone(),
-            filters: Arc::new(
-                crate::safety::filters::Scanner::new(&config.safety.filters)
-                    .map_err(|why| anyhow::anyhow!("safety.filters: {why}"))?,
-            ),
+            filters: filters.clone(),
             limits: Arc::new(config.limits.clone()),
             limiter: limiter.clone(),
             geo,
@@ -182,6 +185,7 @@ impl Gateway {
             pipeline,
             upstream,
             moderator,
+            filters,
             limiter,
             events,
             keys,

@@ -119,10 +119,9 @@ pub async fn handle(
             .limit_ticket
             .as_ref()
             .is_some_and(|t| t.strip_usage_chunk);
-    if super::output::applies(&gateway.moderator, &ctx, &head) {
-        let moderator = gateway.moderator.clone();
+    if let Some(checks) = super::output::checks(&gateway.moderator, &gateway.filters, &ctx, &head) {
         let response = super::output::respond(
-            moderator,
+            checks,
             &ctx,
             head,
             upstream_body,

@@ -27,6 +27,8 @@ async fn relay(endpoint: Endpoint, toml: &str, events: Vec<String>) -> String {
     let body = StreamBody::new(futures_util::stream::iter(frames));
     let relay = Relay {
         moderator,
+        moderate: true,
+        guard: None,
         key: None,
         endpoint,
         recorder: None,
