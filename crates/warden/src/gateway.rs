@@ -160,10 +160,13 @@ impl Gateway {
         if spend.enabled() {
             spend.spawn_flusher();
         }
-        let filters = Arc::new(crate::safety::profiles::KeyFilters::new(Arc::new(
-            crate::safety::filters::Scanner::new(&config.safety.filters)
-                .map_err(|why| anyhow::anyhow!("safety.filters: {why}"))?,
-        )));
+        let filters = Arc::new(
+            crate::safety::profiles::KeyFilters::build(
+                &config.safety.filters,
+                &config.safety.profiles,
+            )
+            .map_err(|why| anyhow::anyhow!("safety filters: {why}"))?,
+        );
         let pipeline = Pipeline::standard(StageDeps {
             keys: keys.clone(),
             enforcement: enforcement.clone(),

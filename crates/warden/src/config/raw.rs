@@ -67,6 +67,7 @@ section! {
         limits: toml::Value,
         moderation_mode: String,
         moderation_on_error: String,
+        safety_profile: String,
     }
 }
 
@@ -87,6 +88,7 @@ section! {
         moderation: toml::Value,
         filters: toml::Value,
         jailbreak: toml::Value,
+        profiles: toml::Table,
     }
 }
 

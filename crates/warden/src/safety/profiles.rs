@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::filters::Scanner;
+use super::filters::{FilterPolicy, Scanner};
+use crate::config::profiles::Profiles;
 
 pub struct KeyFilters {
     default: Arc<Scanner>,
@@ -18,6 +19,31 @@ impl KeyFilters {
             default,
             by_key: HashMap::new(),
         }
+    }
+
+    /// The default scanner and one per profile that keys use (compiled once, shared by
+    /// the profile's keys; a profile whose filter policy is the default's shares it).
+    pub fn build(default: &FilterPolicy, profiles: &Profiles) -> Result<Self, String> {
+        let mut out = Self::new(Arc::new(Scanner::new(default)?));
+        let mut built: Vec<(usize, Arc<Scanner>)> = Vec::new();
+        for (key, at, policy) in profiles.key_filters() {
+            if policy == default {
+                continue;
+            }
+            let scanner = match built.iter().find(|(i, _)| *i == at) {
+                Some((_, scanner)) => scanner.clone(),
+                None => {
+                    let name = &profiles.profiles[at].name;
+                    let scanner = Arc::new(
+                        Scanner::new(policy).map_err(|why| format!("profile '{name}': {why}"))?,
+                    );
+                    built.push((at, scanner.clone()));
+                    scanner
+                }
+            };
+            out.set(key, scanner);
+        }
+        Ok(out)
     }
 
     /// `key` is checked with `scanner` instead of the default.
