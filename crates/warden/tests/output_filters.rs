@@ -147,6 +147,32 @@ async fn an_echoed_key_is_redacted_in_chat_answers_streamed_or_not() {
 }
 
 #[tokio::test]
+async fn choices_interleaved_in_one_stream_are_held_apart() {
+    let w = gateway("");
+    let mut body = chat(true);
+    body["n"] = json!(2);
+    let raw = ask(&w, "/v1/chat/completions", body, &reply(), Some(3)).await;
+    assert!(!leaks(&raw), "{}", String::from_utf8_lossy(&raw));
+    let text = String::from_utf8(raw).unwrap();
+    let mut per_choice = [String::new(), String::new()];
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        for choice in v["choices"].as_array().into_iter().flatten() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            per_choice[i].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    for text in per_choice {
+        assert_eq!(
+            text,
+            "Sure. Your key is [REDACTED:openai-api-key] - keep it safe."
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_responses_api_is_redacted_too() {
     let w = gateway("");
     let raw = ask(&w, "/v1/responses", responses(false), &reply(), None).await;

@@ -18,7 +18,10 @@ use crate::safety::filters::normalize::Normalizer;
 use crate::safety::filters::{Action, Scanner};
 
 /// Released text kept as context for the next scan (covers a private key header).
-const CONTEXT_BYTES: usize = 96;
+const CONTEXT_BYTES: usize = 64;
+/// New text that makes a scan worth it: scanning at every delta would read the held
+/// tail and the context again each time; this bounds that to a few bytes per new byte.
+const RESCAN_BYTES: usize = 32;
 /// Always held at the end of a lane's text: longer than any shipped secret rule can run
 /// before its regex first matches (a GitHub token's 40, a private key header's ~40), so
 /// a secret still being written either matches (and is held whole) or is held anyway.
@@ -32,6 +35,8 @@ pub struct Guard {
     /// `choices` or `output`: how findings name the field.
     param: &'static str,
     lanes: Vec<Lane>,
+    /// Text pushed since the last plan.
+    unscanned: usize,
 }
 
 struct Lane {
@@ -95,7 +100,16 @@ impl Guard {
             fold: Normalizer::default(),
             param,
             lanes: Vec::new(),
+            unscanned: 0,
         }
+    }
+
+    /// Whether a plan can release something worth the scan: enough new text, a lane
+    /// that ended, or nothing held (events without text go straight through).
+    pub fn due(&self) -> bool {
+        self.unscanned >= RESCAN_BYTES
+            || self.lanes.iter().any(|l| l.done && !l.held.is_empty())
+            || self.lanes.iter().all(|l| l.held.is_empty())
     }
 
     pub fn scanner(&self) -> &Scanner {
@@ -125,6 +139,7 @@ impl Guard {
         let l = &mut self.lanes[lane];
         let from = l.start + l.held.len();
         l.held.push_str(text);
+        self.unscanned += text.len();
         Segment {
             lane,
             range: from..from + text.len(),
@@ -146,6 +161,7 @@ impl Guard {
     /// Scans the held text and decides how many held events (given by their segments,
     /// in order) may be released, and what to redact in them.
     pub fn plan(&mut self, events: &[&[Segment]]) -> Plan {
+        self.unscanned = 0;
         let mut limits = Vec::with_capacity(self.lanes.len());
         let mut matches: Vec<Match> = Vec::new();
         for (li, lane) in self.lanes.iter().enumerate() {

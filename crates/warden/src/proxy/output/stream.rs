@@ -211,7 +211,8 @@ impl Relay {
             },
         );
         let window = self.moderator.config().output.window_chars;
-        let due = !self.moderate
+        let filters_due = self.guard.as_ref().is_none_or(Guard::due);
+        let due = (!self.moderate && filters_due)
             || state.pending_chars >= window
             || state.held_bytes >= MAX_HELD_BYTES
             || (boundary && state.pending_chars > 0)
