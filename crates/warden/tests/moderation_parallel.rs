@@ -118,6 +118,18 @@ async fn a_parallel_block_is_a_400_and_cancels_the_upstream_call() {
         || w.standin.stats().cancelled_requests >= 1,
     )
     .await;
+    // On record as a moderation block, like strict mode's.
+    let events = client()
+        .get(format!("{}/admin/v1/events?kind=request&limit=5", w.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("moderation:block"), "{events}");
+    assert!(events.contains(r#""outcome":"blocked""#), "{events}");
 }
 
 #[tokio::test]

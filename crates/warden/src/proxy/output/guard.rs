@@ -138,6 +138,8 @@ impl Guard {
         let lane = self.lane(index);
         let l = &mut self.lanes[lane];
         let from = l.start + l.held.len();
+        // Text after an end (a second content part of one output item) is held again.
+        l.done = false;
         l.held.push_str(text);
         self.unscanned += text.len();
         Segment {
