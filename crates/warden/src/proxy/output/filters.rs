@@ -100,6 +100,21 @@ pub fn snapshot(scanner: &Scanner, event: &mut Value) -> (bool, Option<String>) 
     (changed, blocked)
 }
 
+/// `text` with every secret (a redact or block rule's match) replaced, for sending it to
+/// the Moderation endpoint: what the client will never see does not travel there either.
+pub fn masked(scanner: &Scanner, text: String) -> String {
+    let mut scan = scanner.scan(&text);
+    if scan.findings.is_empty() {
+        return text;
+    }
+    for finding in &mut scan.findings {
+        if finding.action == Action::Block && finding.span.is_some() {
+            finding.action = Action::Redact;
+        }
+    }
+    scan.redacted(&text).unwrap_or(text)
+}
+
 /// Every string under a key that holds model text, at any depth.
 fn walk(value: &mut Value, visit: &mut impl FnMut(&mut String)) {
     match value {
@@ -190,5 +205,7 @@ mod tests {
         let (changed, blocked) = snapshot(&scanner(Action::Redact), &mut event);
         assert!(changed && blocked.is_none());
         assert_eq!(event["text"], "a [REDACTED:openai-api-key]");
+        let masked = masked(&scanner(Action::Block), format!("x {KEY} y"));
+        assert_eq!(masked, "x [REDACTED:openai-api-key] y");
     }
 }

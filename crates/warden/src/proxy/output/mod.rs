@@ -179,6 +179,7 @@ async fn check_answer(
         changed |= found.changed;
     }
     if moderate {
+        // After the filters: moderation sees the answer redacted, never a secret.
         withheld.extend(moderate_answer(moderator, ctx, &value, recorder).await?);
     }
     if !withheld.is_empty() {

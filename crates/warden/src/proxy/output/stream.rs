@@ -268,7 +268,13 @@ impl Relay {
                         .iter()
                         .find(|(j, _)| j == i)
                         .map_or("", |(_, t)| t.as_str());
-                    Piece::text(format!("choices[{i}]"), format!("{tail}{text}"))
+                    let text = format!("{tail}{text}");
+                    // Secrets the filters will redact are not sent to be moderated either.
+                    let text = match self.guard.as_ref() {
+                        Some(guard) => filters::masked(guard.scanner(), text),
+                        None => text,
+                    };
+                    Piece::text(format!("choices[{i}]"), text)
                 })
                 .collect();
             match self
