@@ -136,7 +136,12 @@ struct Delta<'a> {
 }
 
 /// Answers one chat completion request.
-pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, ApiError> {
+pub(crate) fn create(
+    app: &App,
+    body: &[u8],
+    fault: Fault,
+    scripted: Option<&str>,
+) -> Result<Response, ApiError> {
     let request: Request = parse(body)?;
     let model = request
         .model
@@ -164,7 +169,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
     if let Some(refusal) = text::refuse_user(&user_text, request.safety_identifier.as_deref()) {
         return Err(refusal);
     }
-    let reply = text::reply(&user_text);
+    let reply = text::reply_to(scripted, &user_text);
     let prompt_tokens: u64 = messages
         .iter()
         .map(|message| text::tokens(&text::content_text(&message.content)) + 3)
@@ -186,6 +191,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
             &reply,
             n,
             include_usage.then_some(usage),
+            fault.chunk_chars,
         );
         return Ok(sse::response(events, fault, app.recorder.clone()));
     }
@@ -233,6 +239,7 @@ fn stream_events(
     reply: &str,
     n: usize,
     usage: Option<Usage>,
+    chunk_chars: Option<usize>,
 ) -> Vec<bytes::Bytes> {
     let usage_field = usage.map(|_| None);
     let chunk = |choices: Vec<ChunkChoice<'_>>, usage: Option<Option<Usage>>| {
@@ -247,7 +254,7 @@ fn stream_events(
             usage,
         })
     };
-    let pieces = text::pieces(reply);
+    let pieces = text::stream_pieces(reply, chunk_chars);
     let mut events = Vec::with_capacity(n * (pieces.len() + 2) + 2);
     for index in 0..n {
         let delta = Delta {

@@ -26,7 +26,12 @@ struct StreamOptions {
 }
 
 /// Answers one legacy completion request: `n` choices per prompt.
-pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, ApiError> {
+pub(crate) fn create(
+    app: &App,
+    body: &[u8],
+    fault: Fault,
+    scripted: Option<&str>,
+) -> Result<Response, ApiError> {
     let request: Request = parse(body)?;
     let model = request
         .model
@@ -41,7 +46,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
     let texts: Vec<String> = prompts
         .iter()
         .flat_map(|prompt| {
-            let reply = text::reply(prompt);
+            let reply = text::reply_to(scripted, prompt);
             let full = if echo {
                 format!("{prompt}{reply}")
             } else {
@@ -86,7 +91,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
         };
         let mut events = Vec::new();
         for (index, text) in texts.iter().enumerate() {
-            for piece in text::pieces(text) {
+            for piece in text::stream_pieces(text, fault.chunk_chars) {
                 let chunk = object(json!([choice(index, piece, None)]));
                 events.push(sse::data(&with_usage(chunk, Value::Null)));
             }

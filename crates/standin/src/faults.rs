@@ -22,6 +22,8 @@ pub(crate) struct Fault {
     pub(crate) cut_after: Option<usize>,
     /// Streams: wait this long between chunks.
     pub(crate) chunk_delay_ms: Option<u64>,
+    /// Streams: cut the reply text into pieces of this many characters (not words).
+    pub(crate) chunk_chars: Option<usize>,
     /// With `status=429`: answer `insufficient_quota` (billing) instead of a rate limit.
     pub(crate) insufficient_quota: bool,
     /// Headers put on the answer, replacing the defaults (see [`Fault::decorate`]).
@@ -89,6 +91,13 @@ impl Fault {
                     fault.cut_after = usize::try_from(number("cut_after")?).ok();
                 }
                 "chunk_delay_ms" => fault.chunk_delay_ms = Some(number("chunk_delay_ms")?),
+                "chunk_chars" => {
+                    let n = number("chunk_chars")?;
+                    if n == 0 {
+                        return Err("fault `chunk_chars` must be at least 1".into());
+                    }
+                    fault.chunk_chars = usize::try_from(n).ok();
+                }
                 "code" if value.trim() == "insufficient_quota" => fault.insufficient_quota = true,
                 "code" => {
                     return Err(format!(
@@ -112,7 +121,7 @@ impl Fault {
                 "reset_tokens_ms" => fault.headers.reset_tokens_ms = Some(number(key)?),
                 other => {
                     return Err(format!(
-                    "unknown fault `{other}` (known: status, delay_ms, cut_after, chunk_delay_ms, code, \
+                    "unknown fault `{other}` (known: status, delay_ms, cut_after, chunk_delay_ms, chunk_chars, code, \
                      retry_after_ms, retry_after, should_retry, limit_requests, remaining_requests, \
                      reset_requests_ms, limit_tokens, remaining_tokens, reset_tokens_ms)"
                 ))
@@ -129,6 +138,7 @@ impl Fault {
             delay_ms: over.delay_ms.or(self.delay_ms),
             cut_after: over.cut_after.or(self.cut_after),
             chunk_delay_ms: over.chunk_delay_ms.or(self.chunk_delay_ms),
+            chunk_chars: over.chunk_chars.or(self.chunk_chars),
             insufficient_quota: over.insufficient_quota || self.insufficient_quota,
             headers: self.headers.overridden_by(over.headers),
         }

@@ -1,4 +1,5 @@
-//! `POST /v1/moderations`: one result per input item over all 13 categories; `FLAG:<category>` flags it.
+//! `POST /v1/moderations`: one result per input item over all 13 categories; `FLAG:<category>`
+//! flags it, `SCORE:<category>=<0..1>` gives it that score (flagged from 0.5).
 
 use crate::errors::{parse, ApiError};
 use crate::routes::json;
@@ -11,6 +12,10 @@ use serde_json::{json, Map, Value};
 const DEFAULT_MODEL: &str = "omni-moderation-latest";
 /// The marker that flags a category: `FLAG:violence`, `FLAG:sexual/minors`, ….
 const MARKER: &str = "FLAG:";
+/// The marker that sets a category's score: `SCORE:violence=0.6`.
+const SCORE_MARKER: &str = "SCORE:";
+/// Where the stand-in's own `flagged` line sits for `SCORE:` markers.
+const FLAGGED_FROM: f64 = 0.5;
 /// Score of a flagged category.
 const FLAGGED_SCORE: f64 = 0.97;
 /// Score of every other category.
@@ -59,23 +64,54 @@ pub(crate) fn create(body: &[u8]) -> Result<Response, ApiError> {
     })))
 }
 
+/// The category named at the start of `rest` (the longest, so `self-harm/intent` beats
+/// `self-harm`), and what follows it.
+fn named_category(rest: &str) -> Option<(&'static str, &str)> {
+    CATEGORIES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            rest.get(..name.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(name))
+                && !rest[name.len()..].starts_with(|c: char| {
+                    c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_'
+                })
+        })
+        .max_by_key(|name| name.len())
+        .map(|name| (name, &rest[name.len()..]))
+}
+
+/// The scores `SCORE:<category>=<n>` markers in `text` set (the last one per category wins).
+pub(crate) fn scored_categories(text: &str) -> Vec<(&'static str, f64)> {
+    let mut scored: Vec<(&'static str, f64)> = Vec::new();
+    for (at, _) in text.match_indices(SCORE_MARKER) {
+        let Some((name, after)) = named_category(&text[at + SCORE_MARKER.len()..]) else {
+            continue;
+        };
+        let Some(number) = after.strip_prefix('=') else {
+            continue;
+        };
+        let end = number
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(number.len());
+        let Some(score) = number[..end]
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=1.0).contains(s))
+        else {
+            continue;
+        };
+        scored.retain(|(n, _)| *n != name);
+        scored.push((name, score));
+    }
+    scored
+}
+
 /// The categories `FLAG:` markers in `text` name, in category order.
 pub(crate) fn flagged_categories(text: &str) -> Vec<&'static str> {
     let mut flagged = Vec::new();
     for (at, _) in text.match_indices(MARKER) {
-        let rest = &text[at + MARKER.len()..];
-        // The longest category the marker names, so `self-harm/intent` beats `self-harm`.
-        let named = CATEGORIES
-            .iter()
-            .map(|(name, _)| *name)
-            .filter(|name| {
-                rest.get(..name.len())
-                    .is_some_and(|head| head.eq_ignore_ascii_case(name))
-                    && !rest[name.len()..].starts_with(|c: char| {
-                        c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_'
-                    })
-            })
-            .max_by_key(|name| name.len());
+        let named = named_category(&text[at + MARKER.len()..]).map(|(name, _)| name);
         if let Some(name) = named {
             if !flagged.contains(&name) {
                 flagged.push(name);
@@ -88,21 +124,34 @@ pub(crate) fn flagged_categories(text: &str) -> Vec<&'static str> {
 
 /// The moderation result of one item.
 fn result(item: &Item) -> Value {
-    let flagged: Vec<&str> = item
+    let marked: Vec<&str> = item
         .texts
         .iter()
         .flat_map(|text| flagged_categories(text))
         .collect();
+    let scored: Vec<(&str, f64)> = item
+        .texts
+        .iter()
+        .flat_map(|text| scored_categories(text))
+        .collect();
     let mut categories = Map::new();
     let mut scores = Map::new();
     let mut applied = Map::new();
+    let mut any = false;
     for (name, image_capable) in CATEGORIES {
-        let hit = flagged.contains(&name);
+        let score = if marked.contains(&name) {
+            FLAGGED_SCORE
+        } else {
+            scored
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, s)| *s)
+                .fold(CLEAN_SCORE, f64::max)
+        };
+        let hit = score >= FLAGGED_FROM;
+        any |= hit;
         categories.insert(name.into(), json!(hit));
-        scores.insert(
-            name.into(),
-            json!(if hit { FLAGGED_SCORE } else { CLEAN_SCORE }),
-        );
+        scores.insert(name.into(), json!(score));
         let types = if image_capable && item.has_image {
             json!(["text", "image"])
         } else {
@@ -111,7 +160,7 @@ fn result(item: &Item) -> Value {
         applied.insert(name.into(), types);
     }
     json!({
-        "flagged": !flagged.is_empty(),
+        "flagged": any,
         "categories": categories,
         "category_scores": scores,
         "category_applied_input_types": applied,
@@ -192,6 +241,26 @@ mod tests {
         );
         assert!(flagged_categories("FLAG:nonsense FLAG:hateful FLAG: violence").is_empty());
         assert!(flagged_categories("just text").is_empty());
+    }
+
+    #[test]
+    fn scores_set_by_marker() {
+        assert_eq!(
+            scored_categories("x SCORE:violence=0.6 y"),
+            vec![("violence", 0.6)]
+        );
+        assert!(scored_categories("SCORE:violence=2 SCORE:hate SCORE:nope=0.5").is_empty());
+        let low = result(&Item {
+            texts: vec!["SCORE:hate=0.3".into()],
+            has_image: false,
+        });
+        assert_eq!(low["flagged"], json!(false));
+        assert_eq!(low["category_scores"]["hate"], json!(0.3));
+        let high = result(&Item {
+            texts: vec!["SCORE:hate=0.6".into()],
+            has_image: false,
+        });
+        assert_eq!(high["categories"]["hate"], json!(true));
     }
 
     #[test]

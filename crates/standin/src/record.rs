@@ -46,6 +46,9 @@ pub struct Stats {
     pub requests: u64,
     /// Streams whose client went away before the end.
     pub cancelled_streams: u64,
+    /// Calls whose client went away before the answer was ready (e.g. during `delay_ms`).
+    #[serde(default)]
+    pub cancelled_requests: u64,
 }
 
 /// A request as it arrived; turned into a [`RecordedRequest`] only when someone reads the log,
@@ -95,6 +98,7 @@ pub(crate) struct Recorder {
     log: Mutex<Log>,
     requests: AtomicU64,
     cancelled_streams: AtomicU64,
+    cancelled_requests: AtomicU64,
 }
 
 impl Recorder {
@@ -144,11 +148,17 @@ impl Recorder {
         self.cancelled_streams.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one call dropped before its answer was ready.
+    pub(crate) fn request_cancelled(&self) {
+        self.cancelled_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
             cancelled_streams: self.cancelled_streams.load(Ordering::Relaxed),
+            cancelled_requests: self.cancelled_requests.load(Ordering::Relaxed),
         }
     }
 }

@@ -38,7 +38,12 @@ const ECHOED: &[(&str, Fallback)] = &[
 ];
 
 /// Answers one Responses API request.
-pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, ApiError> {
+pub(crate) fn create(
+    app: &App,
+    body: &[u8],
+    fault: Fault,
+    scripted: Option<&str>,
+) -> Result<Response, ApiError> {
     let request: Map<String, Value> = parse(body)?;
     let model = match request.get("model") {
         Some(Value::String(model)) => model.clone(),
@@ -52,7 +57,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
         None => return Err(ApiError::missing("model")),
     };
     let input = request.get("input").unwrap_or(&Value::Null);
-    let reply = text::reply(&last_user_text(input));
+    let reply = text::reply_to(scripted, &last_user_text(input));
     let input_tokens = text::tokens(&input_text(input))
         + request
             .get("instructions")
@@ -77,7 +82,7 @@ pub(crate) fn create(app: &App, body: &[u8], fault: Fault) -> Result<Response, A
     let completed = draft.response("completed", vec![draft.message("completed", &reply)], usage);
 
     if draft.request.get("stream").and_then(Value::as_bool) == Some(true) {
-        let events = stream_events(&draft, &reply, completed);
+        let events = stream_events(&draft, &reply, completed, fault.chunk_chars);
         return Ok(sse::response(events, fault, app.recorder.clone()));
     }
     Ok(json(&completed))
@@ -142,7 +147,12 @@ fn part(text: &str) -> Value {
 }
 
 /// The event sequence of a streamed response, numbered from 0.
-fn stream_events(draft: &Draft, reply: &str, completed: Value) -> Vec<Bytes> {
+fn stream_events(
+    draft: &Draft,
+    reply: &str,
+    completed: Value,
+    chunk_chars: Option<usize>,
+) -> Vec<Bytes> {
     let item_id = draft.message_id.as_str();
     let in_progress = draft.response("in_progress", Vec::new(), Value::Null);
     let mut bodies: Vec<(&str, Value)> = vec![
@@ -157,7 +167,7 @@ fn stream_events(draft: &Draft, reply: &str, completed: Value) -> Vec<Bytes> {
             json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part("")}),
         ),
     ];
-    for piece in text::pieces(reply) {
+    for piece in text::stream_pieces(reply, chunk_chars) {
         bodies.push((
             "response.output_text.delta",
             json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),

@@ -60,6 +60,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
 /// Steps 3–7 for one `/v1` call.
 async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Response {
     app.recorder.record(parts, &body);
+    let unanswered = Unanswered(Some(app.recorder.clone()));
     if let Err(error) = app.check_auth(&parts.headers) {
         return error.into_response();
     }
@@ -74,11 +75,37 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
     let mut response = match fault.status {
         Some(429) if fault.insufficient_quota => ApiError::insufficient_quota().into_response(),
         Some(status) => ApiError::for_status(status).into_response(),
-        None => endpoint(app, &parts.method, path, &body, fault)
-            .unwrap_or_else(IntoResponse::into_response),
+        None => endpoint(
+            app,
+            &parts.method,
+            path,
+            &body,
+            fault,
+            scripted(&parts.headers),
+        )
+        .unwrap_or_else(IntoResponse::into_response),
     };
     fault.decorate(response.headers_mut());
+    unanswered.answered();
     response
+}
+
+/// Counts the call as cancelled if hyper drops it (the client went away) before the
+/// answer was ready, e.g. a caller that gave up during `delay_ms`.
+struct Unanswered(Option<Arc<crate::record::Recorder>>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.0.take() {
+            recorder.request_cancelled();
+        }
+    }
 }
 
 /// The fault for this call: the queued one (if any applies), overridden by the header.
@@ -102,6 +129,7 @@ fn endpoint(
     path: &str,
     body: &[u8],
     fault: Fault,
+    scripted: Option<&str>,
 ) -> Result<Response, ApiError> {
     let route = path.strip_prefix("/v1").unwrap_or(path);
     let expected = match route {
@@ -119,9 +147,9 @@ fn endpoint(
         return Err(ApiError::invalid_method(method, path));
     }
     match route {
-        "/chat/completions" => chat::create(app, body, fault),
-        "/responses" => responses::create(app, body, fault),
-        "/completions" => completions::create(app, body, fault),
+        "/chat/completions" => chat::create(app, body, fault, scripted),
+        "/responses" => responses::create(app, body, fault, scripted),
+        "/completions" => completions::create(app, body, fault, scripted),
         "/embeddings" => embeddings::create(body),
         "/moderations" => moderations::create(body),
         "/images/generations" => images::create(body),
@@ -136,6 +164,13 @@ fn endpoint(
             }
         }
     }
+}
+
+/// The reply text a call scripted with `x-standin-reply`, if any.
+fn scripted(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(text::REPLY_HEADER)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Step 8: headers every answer carries; ones the answer already set are kept.

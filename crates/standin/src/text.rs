@@ -14,6 +14,36 @@ pub(crate) fn reply(user_text: &str) -> String {
     format!("Hello from the stand-in. You said: {quoted}")
 }
 
+/// The header whose value replaces the reply text (`\n` in it is read as a newline).
+pub(crate) const REPLY_HEADER: &str = "x-standin-reply";
+
+/// The scripted reply when the call carried one, else the echo of [`reply`].
+pub(crate) fn reply_to(scripted: Option<&str>, user_text: &str) -> String {
+    match scripted {
+        Some(text) => text.replace("\\n", "\n"),
+        None => reply(user_text),
+    }
+}
+
+/// How a streamed reply is cut: `chunk_chars` characters per piece, or word by word.
+pub(crate) fn stream_pieces(text: &str, chunk_chars: Option<usize>) -> Vec<&str> {
+    let Some(size) = chunk_chars.filter(|n| *n > 0) else {
+        return pieces(text);
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (count, (i, _)) in text.char_indices().enumerate() {
+        if count > 0 && count % size == 0 {
+            out.push(&text[start..i]);
+            start = i;
+        }
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 /// A rough, deterministic token estimate: whitespace-separated words.
 pub(crate) fn tokens(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -121,6 +151,14 @@ mod tests {
             format!("Hello from the stand-in. You said: {}", "x".repeat(40))
         );
         assert_eq!(reply("hi"), "Hello from the stand-in. You said: hi");
+    }
+
+    #[test]
+    fn scripted_replies_and_char_pieces() {
+        assert_eq!(reply_to(Some("a\\nb"), "ignored"), "a\nb");
+        assert!(reply_to(None, "hi").ends_with("You said: hi"));
+        assert_eq!(stream_pieces("abcdé fg", Some(3)), vec!["abc", "dé ", "fg"]);
+        assert_eq!(stream_pieces("a b", None), vec!["a", " b"]);
     }
 
     #[test]

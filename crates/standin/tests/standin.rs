@@ -448,7 +448,10 @@ async fn client_going_away_counts_as_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = get(standin.addr(), "/_standin/stats").await.json();
-    assert_eq!(stats, json!({"requests": 1, "cancelled_streams": 1}));
+    assert_eq!(
+        stats,
+        json!({"requests": 1, "cancelled_streams": 1, "cancelled_requests": 0})
+    );
 }
 
 #[tokio::test]

@@ -30,22 +30,34 @@ pub fn validate(
     problems: &mut Problems,
 ) -> FilterPolicy {
     let mut policy = FilterPolicy::default();
+    apply(&mut policy, filters, jailbreak, "safety", problems);
+    policy
+}
+
+/// Applies a `filters` and a `jailbreak` table under `at` (`safety`, or a profile's path)
+/// to `policy`: what they set replaces what it had.
+pub fn apply(
+    policy: &mut FilterPolicy,
+    filters: Option<&toml::Value>,
+    jailbreak: Option<&toml::Value>,
+    at: &str,
+    problems: &mut Problems,
+) {
     if let Some(value) = filters {
-        let raw = RawFilters::read(value, "safety.filters", problems);
-        policy.enabled = raw.enabled.unwrap_or(true);
-        policy.rules_files = raw
-            .rules_files
-            .unwrap_or_default()
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
+        let raw = RawFilters::read(value, &format!("{at}.filters"), problems);
+        if let Some(enabled) = raw.enabled {
+            policy.enabled = enabled;
+        }
+        if let Some(files) = raw.rules_files {
+            policy.rules_files = files.into_iter().map(PathBuf::from).collect();
+        }
         if let Some(text) = raw.secrets {
             match text.as_str() {
                 "block" => policy.secrets = CategoryAction::Act(Action::Block),
                 "redact" => policy.secrets = CategoryAction::Act(Action::Redact),
                 "flag" => policy.secrets = CategoryAction::Act(Action::Flag),
                 other => problems.push(
-                    "safety.filters.secrets",
+                    format!("{at}.filters.secrets"),
                     format!("'{other}' is not one of: block, redact, flag"),
                 ),
             }
@@ -57,30 +69,31 @@ pub fn validate(
                 "redact" => policy.pii = CategoryAction::Act(Action::Redact),
                 "block" => policy.pii = CategoryAction::Act(Action::Block),
                 other => problems.push(
-                    "safety.filters.pii",
+                    format!("{at}.filters.pii"),
                     format!("'{other}' is not one of: off, flag, redact, block"),
                 ),
             }
         }
     }
     if let Some(value) = jailbreak {
-        let raw = RawJailbreak::read(value, "safety.jailbreak", problems);
-        let defaults = JailbreakPolicy::default();
+        let path = format!("{at}.jailbreak");
+        let raw = RawJailbreak::read(value, &path, problems);
+        let defaults = policy.jailbreak;
         let block = threshold(
             raw.block_threshold,
             defaults.block_threshold,
-            "safety.jailbreak.block_threshold",
+            &format!("{path}.block_threshold"),
             problems,
         );
         let flag = threshold(
             raw.flag_threshold,
             defaults.flag_threshold,
-            "safety.jailbreak.flag_threshold",
+            &format!("{path}.flag_threshold"),
             problems,
         );
         if flag > block {
             problems.push(
-                "safety.jailbreak.flag_threshold",
+                format!("{path}.flag_threshold"),
                 format!("{flag} must not exceed block_threshold ({block})"),
             );
         }
@@ -89,7 +102,6 @@ pub fn validate(
             flag_threshold: flag.min(block),
         };
     }
-    policy
 }
 
 /// A score threshold in (0, 1]; above 1 never fires, which an operator says with `enabled`.

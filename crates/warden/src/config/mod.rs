@@ -13,6 +13,7 @@ pub mod lockdown;
 pub mod moderation;
 pub mod pacing;
 pub mod problems;
+pub mod profiles;
 pub mod raw;
 pub mod retries;
 pub mod schema;
@@ -67,6 +68,8 @@ pub struct SafetyConfig {
     pub moderation: moderation::ModerationConfig,
     /// `[safety.filters]` and `[safety.jailbreak]`: the local filters.
     pub filters: crate::safety::filters::FilterPolicy,
+    /// `[safety.profiles.<name>]` and the keys that use them.
+    pub profiles: profiles::Profiles,
 }
 
 #[derive(Debug, Clone)]

@@ -70,11 +70,14 @@ pub struct OutputModeration {
     pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyModeration {
     pub key: String,
     pub mode: Option<Mode>,
     pub on_error: Option<OnError>,
+    /// The key's safety profile's policies (`[safety.profiles.<name>.moderation]`).
+    pub input: Option<Policy>,
+    pub output: Option<Policy>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,10 +100,26 @@ pub struct ModerationConfig {
 impl ModerationConfig {
     /// This key's mode and failure policy.
     pub fn for_key(&self, key: Option<&str>) -> (Mode, OnError) {
-        let own = key.and_then(|k| self.keys.iter().find(|m| m.key == k));
+        let own = self.key(key);
         (
             own.and_then(|m| m.mode).unwrap_or(self.mode),
             own.and_then(|m| m.on_error).unwrap_or(self.on_error),
+        )
+    }
+
+    /// This key's own settings, if it has any.
+    pub fn key(&self, key: Option<&str>) -> Option<&KeyModeration> {
+        let key = key?;
+        self.keys.iter().find(|m| m.key == key)
+    }
+
+    /// This key's (input, output) category policies.
+    pub fn policies(&self, key: Option<&str>) -> (&Policy, &Policy) {
+        let own = self.key(key);
+        (
+            own.and_then(|m| m.input.as_ref()).unwrap_or(&self.input),
+            own.and_then(|m| m.output.as_ref())
+                .unwrap_or(&self.output.policy),
         )
     }
 }
@@ -162,6 +181,8 @@ pub fn validate(
                     .moderation_on_error
                     .as_deref()
                     .map(|m| on_error(m, &format!("keys[{i}].moderation_on_error"), problems)),
+                input: None,
+                output: None,
             })
         })
         .collect();
@@ -216,7 +237,7 @@ pub fn validate(
     }
 }
 
-fn categories(
+pub(super) fn categories(
     table: Option<&toml::Table>,
     path: &str,
     policy: &mut Policy,
@@ -252,7 +273,7 @@ fn categories(
     }
 }
 
-fn on_error(text: &str, path: &str, problems: &mut Problems) -> OnError {
+pub(super) fn on_error(text: &str, path: &str, problems: &mut Problems) -> OnError {
     match text {
         "block" => OnError::Block,
         "allow" => OnError::Allow,
@@ -263,15 +284,10 @@ fn on_error(text: &str, path: &str, problems: &mut Problems) -> OnError {
     }
 }
 
-fn mode(text: &str, path: &str, problems: &mut Problems) -> Mode {
+pub(super) fn mode(text: &str, path: &str, problems: &mut Problems) -> Mode {
     match text {
         "strict" => Mode::Strict,
-        // Accepted by the schema, refused until the handler implements it: a mode that
-        // silently behaved like `strict` would mislead the operator.
-        "parallel" => {
-            problems.push(path, "'parallel' is not implemented yet; use 'strict'");
-            Mode::Parallel
-        }
+        "parallel" => Mode::Parallel,
         other => {
             problems.push(path, format!("'{other}' is not one of: strict, parallel"));
             Mode::Strict
@@ -323,6 +339,13 @@ mod tests {
         assert_eq!(config.output.policy.rule(v).action, Action::Block);
         assert_eq!(config.output.policy.rule(m).threshold, Some(0.2));
         assert_eq!(config.on_error, OnError::Allow);
+    }
+
+    #[test]
+    fn parallel_mode_is_accepted() {
+        let (config, problems) = parse("mode = \"parallel\"");
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(config.for_key(None).0, Mode::Parallel);
     }
 
     #[test]

@@ -68,6 +68,7 @@ section! {
         limits: toml::Value,
         moderation_mode: String,
         moderation_on_error: String,
+        safety_profile: String,
     }
 }
 
@@ -88,6 +89,7 @@ section! {
         moderation: toml::Value,
         filters: toml::Value,
         jailbreak: toml::Value,
+        profiles: toml::Table,
     }
 }
 

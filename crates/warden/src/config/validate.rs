@@ -162,6 +162,20 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         super::enforcement::validate_enforcement(raw.enforcement.as_ref(), &limits, problems);
     let admin = super::enforcement::validate_admin(raw.admin.as_ref(), problems);
     let notices = super::enforcement::validate_notices(raw.openai_notices.as_ref(), problems);
+    let mut moderation =
+        super::moderation::validate(raw.safety.moderation.as_ref(), &raw.keys, problems);
+    let filters = super::filters::validate(
+        raw.safety.filters.as_ref(),
+        raw.safety.jailbreak.as_ref(),
+        problems,
+    );
+    let profiles = super::profiles::validate(
+        raw.safety.profiles.as_ref(),
+        &raw.keys,
+        &mut moderation,
+        &filters,
+        problems,
+    );
 
     Config {
         server: ServerConfig {
@@ -189,16 +203,9 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         events: super::events::validate(raw.events.as_ref(), problems),
         spend: super::spend::validate(raw.spend.as_ref(), problems),
         safety: SafetyConfig {
-            moderation: super::moderation::validate(
-                raw.safety.moderation.as_ref(),
-                &raw.keys,
-                problems,
-            ),
-            filters: super::filters::validate(
-                raw.safety.filters.as_ref(),
-                raw.safety.jailbreak.as_ref(),
-                problems,
-            ),
+            moderation,
+            filters,
+            profiles,
         },
     }
 }

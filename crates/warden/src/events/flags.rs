@@ -17,7 +17,7 @@ pub const FAIL_OPEN: &str = "fail_open";
 /// local filters' (`jailbreak`, `secrets`, `pii`, or an operator rule's category).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
-    /// `local_filters`, `moderation` (input) or `output_moderation`.
+    /// `local_filters`, `moderation` (input), `output_moderation` or `output_filters`.
     pub stage: String,
     /// `block`, `flag`, `redact` or `fail_open`.
     pub action: String,

@@ -71,6 +71,9 @@ pub struct RequestContext {
     pub country: Option<crate::geo::Country>,
     /// Structured findings and moderation coverage for the event log and the report.
     pub audit: crate::events::AuditNotes,
+    /// Input moderation still running (`parallel` mode): the proxy awaits it, racing the
+    /// upstream call, before anything reaches the client.
+    pub pending_moderation: Option<crate::stages::moderation::PendingVerdict>,
 }
 
 impl RequestContext {
@@ -107,6 +110,7 @@ impl RequestContext {
             response_headers: Vec::new(),
             country: None,
             audit: Default::default(),
+            pending_moderation: None,
         }
     }
 

@@ -39,7 +39,7 @@ pub struct StageDeps {
     pub limits: Arc<crate::config::limits::LimitsConfig>,
     pub limiter: crate::limits::Limiter,
     pub moderator: Arc<crate::safety::moderation::Moderator>,
-    pub filters: Arc<crate::safety::filters::Scanner>,
+    pub filters: Arc<crate::safety::profiles::KeyFilters>,
     /// The country database (`[geo] database`), when configured.
     pub geo: Option<Arc<crate::geo::GeoDb>>,
     pub geo_config: crate::config::geo::GeoConfig,

@@ -58,7 +58,16 @@ pub async fn handle(
         incoming,
     );
 
-    let ran = snapshot.pipeline.run(&mut ctx).await;
+    let mut ran = snapshot.pipeline.run(&mut ctx).await;
+    let mut retries = 0;
+    // `parallel` moderation: upstream's answer, held until the verdict passed.
+    let mut early = None;
+    if let (Ok(()), Some(verdict)) = (&ran, ctx.pending_moderation.take()) {
+        let (judged, sent) =
+            super::parallel::race(verdict, gateway.upstream.send(&ctx, &mut retries)).await;
+        ran = crate::stages::moderation::settle_late(&mut ctx, judged);
+        early = sent;
+    }
     recorder.learn(&ctx);
     // Refused before the safety_identifier stage: the event and log line still name the
     // end user by identifier, never by the raw id alone.
@@ -83,8 +92,10 @@ pub async fn handle(
     }
 
     // A flagged request's `flag` event is committed while upstream works on the answer.
-    let mut retries = 0;
-    let sent = if recorder.has_pending_flags() {
+    let sent = if let Some(sent) = early {
+        recorder.persist_flags().await;
+        sent
+    } else if recorder.has_pending_flags() {
         let (sent, ()) = tokio::join!(
             gateway.upstream.send(&ctx, &mut retries),
             recorder.persist_flags()
@@ -125,10 +136,10 @@ pub async fn handle(
             .limit_ticket
             .as_ref()
             .is_some_and(|t| t.strip_usage_chunk);
-    if super::output::applies(&snapshot.moderator, &ctx, &head) {
-        let moderator = snapshot.moderator.clone();
+    if let Some(checks) = super::output::checks(&snapshot.moderator, &snapshot.filters, &ctx, &head)
+    {
         let response = super::output::respond(
-            moderator,
+            checks,
             &ctx,
             head,
             upstream_body,

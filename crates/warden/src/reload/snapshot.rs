@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub keys: Arc<KeyRegistry>,
     /// This config's moderation policy over the process's one cache and breaker.
     pub moderator: Arc<Moderator>,
+    /// The local filters' scanner for each key (input stage and output checks).
+    pub filters: Arc<crate::safety::profiles::KeyFilters>,
     pub trusted_proxies: Vec<IpNet>,
     /// Digests of the tokens the admin API accepts.
     pub admin_tokens: AdminTokens,
@@ -58,9 +60,13 @@ impl Snapshot {
         });
         let keys = Arc::new(KeyRegistry::new(declared));
         keys.replace_stored(stored_keys);
-        let filters = crate::safety::filters::Scanner::new(&config.safety.filters)
-            .map_err(|why| problems.push("safety.filters", why))
-            .ok();
+        let filters = crate::safety::profiles::KeyFilters::build(
+            &config.safety.filters,
+            &config.safety.profiles,
+        )
+        .map_err(|why| problems.push("safety.filters", why))
+        .ok()
+        .map(Arc::new);
         let geo = match &config.geo.database {
             Some(path) => crate::geo::GeoDb::open(path)
                 .map_err(|err| problems.push("geo.database", format!("{err:#}")))
@@ -79,7 +85,7 @@ impl Snapshot {
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: config.server.request_body_timeout,
             moderator: moderator.clone(),
-            filters: Arc::new(filters),
+            filters: filters.clone(),
             limits: limits.clone(),
             limiter: live.limiter,
             geo,
@@ -107,6 +113,7 @@ impl Snapshot {
             pipeline,
             keys,
             moderator,
+            filters,
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin_tokens,
             limits,

@@ -4,4 +4,5 @@
 pub mod blocked;
 pub mod filters;
 pub mod moderation;
+pub mod profiles;
 pub mod text;

@@ -1,6 +1,8 @@
 //! Finds every piece of user-controlled text in a request body, per endpoint, with the
 //! parameter path (`messages[2].content`) and its byte span, so filters read it once and a
 //! redaction rewrites exactly that string while every other byte stays as the client sent it.
+//! The one extractor of request text: the local filters, the Moderation endpoint's pieces
+//! (`moderation::pieces`, which adds the images) and the event digest all read it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -139,7 +141,8 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    /// Chat messages: `content` (a string or parts), `name`, and tool results, whatever the role.
+    /// Chat messages: `content` (a string or parts), `name`, tool results, and replayed
+    /// assistant `refusal` and tool-call arguments, whatever the role.
     fn messages(&mut self, at: At<'a, '_>, raw: &'a RawValue) {
         for (i, message) in array(raw).into_iter().enumerate() {
             for (key, value) in object(message) {
@@ -147,8 +150,24 @@ impl<'a> Walker<'_, 'a> {
                 let at = At { path: &path, ..at };
                 match key.as_str() {
                     "content" => self.content(at, value),
-                    "name" => self.string(at, value),
+                    "name" | "refusal" => self.string(at, value),
+                    "tool_calls" => self.tool_calls(at, value),
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// `tool_calls[j].function.arguments`.
+    fn tool_calls(&mut self, at: At<'a, '_>, raw: &'a RawValue) {
+        for (j, call) in array(raw).into_iter().enumerate() {
+            for (key, function) in object(call).into_iter().filter(|(k, _)| k == "function") {
+                for (_, args) in object(function)
+                    .into_iter()
+                    .filter(|(k, _)| k == "arguments")
+                {
+                    let path = format!("{}[{j}].{key}.arguments", at.path);
+                    self.string(At { path: &path, ..at }, args);
                 }
             }
         }
@@ -176,7 +195,7 @@ impl<'a> Walker<'_, 'a> {
                 let at = At { path: &path, ..at };
                 match key.as_str() {
                     "content" => self.content(at, value),
-                    "output" => self.string(at, value),
+                    "output" | "arguments" => self.string(at, value),
                     _ => {}
                 }
             }
@@ -297,6 +316,24 @@ mod tests {
             pairs(&[("prompt", "i")])
         );
         assert!(found(Endpoint::Moderations, br#"{"input":"x"}"#).is_empty());
+    }
+
+    #[test]
+    fn replayed_refusals_and_tool_call_arguments_are_text_too() {
+        let body = br#"{"messages":[{"role":"assistant","content":null,"refusal":"no","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}]}"#;
+        assert_eq!(
+            found(Endpoint::ChatCompletions, body),
+            pairs(&[
+                ("messages[0].refusal", "no"),
+                ("messages[0].tool_calls[0].function.arguments", r#"{"a":1}"#),
+            ])
+        );
+        let body =
+            br#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}"#;
+        assert_eq!(
+            found(Endpoint::Responses, body),
+            pairs(&[("input[0].arguments", "{}")])
+        );
     }
 
     #[test]

@@ -10,31 +10,33 @@ use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict
 use crate::safety::blocked::ContentFilter;
 use crate::safety::filters::normalize::Normalizer;
 use crate::safety::filters::{Action, Scanner};
+use crate::safety::profiles::KeyFilters;
 use crate::safety::text::{self, Replacement};
 
 const STAGE: &str = "local_filters";
 
 pub struct LocalFilters {
-    scanner: Arc<Scanner>,
+    filters: Arc<KeyFilters>,
 }
 
 impl LocalFilters {
-    pub fn new(scanner: Arc<Scanner>) -> Self {
-        Self { scanner }
+    pub fn new(filters: Arc<KeyFilters>) -> Self {
+        Self { filters }
     }
 
     fn check(&self, ctx: &mut RequestContext) -> StageResult {
-        let Some(body) = ctx.body.as_ref().filter(|_| self.scanner.enabled()) else {
+        let scanner: &Scanner = self.filters.for_key(ctx.key_name());
+        let Some(body) = ctx.body.as_ref().filter(|_| scanner.enabled()) else {
             return Ok(Verdict::Allow);
         };
-        let policy = self.scanner.jailbreak_policy();
+        let policy = scanner.jailbreak_policy();
         let mut fold = Normalizer::default();
         let mut replacements = Vec::new();
         let mut blocked: Option<ContentFilter> = None;
         let mut notes = Vec::new();
         let mut found_flags = Vec::new();
         for found in text::texts(ctx.endpoint, body) {
-            let scan = self.scanner.scan_with(&mut fold, &found.text);
+            let scan = scanner.scan_with(&mut fold, &found.text);
             let score = scan.jailbreak.score;
             let mut categories: Vec<String> = Vec::new();
             let mut details: Vec<(String, f32)> = Vec::new();
@@ -132,7 +134,9 @@ mod tests {
     use crate::stages::testing::{context, key};
 
     fn stage() -> LocalFilters {
-        LocalFilters::new(Arc::new(Scanner::new(&FilterPolicy::default()).unwrap()))
+        LocalFilters::new(Arc::new(KeyFilters::new(Arc::new(
+            Scanner::new(&FilterPolicy::default()).unwrap(),
+        ))))
     }
 
     fn run(body: &str) -> (StageResult, RequestContext) {

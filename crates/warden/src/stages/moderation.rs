@@ -1,16 +1,59 @@
 //! Input moderation: sends what the cache has not seen of the request's text and images
 //! to the Moderation endpoint and applies the per-category policy. A block is a 400
 //! `content_filter` naming the field and categories; the request never goes upstream.
+//!
+//! In `parallel` mode (per key) the verdict is not awaited here: it is left in the
+//! context as a [`PendingVerdict`] that the proxy races with the upstream call, releasing
+//! nothing to the client until it passes (`proxy::parallel`). A verdict the cache can
+//! give at once is settled here, as in `strict` mode.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use crate::config::moderation::Mode;
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
-use crate::pipeline::{Finding, RequestContext, Stage, Step, Verdict};
+use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
 use crate::safety::blocked::ContentFilter;
 use crate::safety::moderation::pieces;
-use crate::safety::moderation::{Moderator, Side, Unavailable};
+use crate::safety::moderation::{Checked, Moderator, Side, Unavailable};
+
+const STAGE: &str = "moderation";
+
+/// What the Moderation endpoint (or its cache) made of the input.
+pub type Judged = Result<Checked, Unavailable>;
+
+type Judging = Pin<Box<dyn Future<Output = Judged> + Send>>;
+
+/// Input moderation still under way (`parallel` mode). The `Mutex` only makes it `Sync`
+/// (the context is shared while upstream is called); it is never locked, as polling
+/// needs `&mut` anyway.
+pub struct PendingVerdict(std::sync::Mutex<Judging>);
+
+impl PendingVerdict {
+    fn new(judging: Judging) -> Self {
+        Self(std::sync::Mutex::new(judging))
+    }
+}
+
+impl Future for PendingVerdict {
+    type Output = Judged;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Judged> {
+        match self.get_mut().0.get_mut() {
+            Ok(judging) => judging.as_mut().poll(cx),
+            Err(poisoned) => poisoned.into_inner().as_mut().poll(cx),
+        }
+    }
+}
+
+/// Whether a verdict lets the request go on (a fail-open counts as passing).
+pub fn passes(judged: &Judged) -> bool {
+    matches!(judged, Ok(checked) if checked.blocked.is_empty())
+}
 
 pub struct Moderate {
     moderator: Arc<Moderator>,
@@ -21,54 +64,68 @@ impl Moderate {
         Self { moderator }
     }
 
-    async fn check(&self, ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
-        let Some(body) = ctx.body.as_ref() else {
-            return Ok(Verdict::Allow);
-        };
+    /// The verdict as a future that owns what it needs, so it can outlive the stage.
+    fn judging(&self, ctx: &RequestContext) -> Option<PendingVerdict> {
+        let body = ctx.body.as_ref()?;
         let pieces = pieces::of_request(ctx.endpoint, body);
         if pieces.is_empty() {
-            return Ok(Verdict::Allow);
+            return None;
         }
-        let checked = self
-            .moderator
-            .check(Side::Input, &pieces, ctx.key.as_deref())
-            .await
-            .map_err(|Unavailable(why)| {
-                tracing::warn!(request_id = %ctx.request_id, reason = why.label(), "input moderation unavailable; refusing (on_error = block)");
-                WardenError::ModerationUnavailable(why.label())
-            })?;
-        if let Some(why) = checked.failed_open {
-            ctx.findings.push(Finding {
-                stage: "moderation",
-                note: format!("fail_open:{}", why.label()),
-            });
-            ctx.audit
-                .flags
-                .push(Flag::new("moderation", flags::FAIL_OPEN).rule(why.label()));
-        } else {
-            ctx.audit.moderated = true;
-        }
-        for hit in &checked.flagged {
-            ctx.findings.push(Finding {
-                stage: "moderation",
-                note: format!("flag:{}:{}", hit.param, hit.categories.names().join(",")),
-            });
-            ctx.audit
-                .flags
-                .push(flags::of_hit("moderation", flags::FLAG, hit));
-        }
-        match checked.blocked.into_iter().next() {
-            Some(hit) => Err(WardenError::ContentFiltered(Box::new(ContentFilter::from(
-                hit,
-            )))),
-            None => Ok(Verdict::Allow),
+        let moderator = self.moderator.clone();
+        let key = ctx.key.clone();
+        Some(PendingVerdict::new(Box::pin(async move {
+            moderator.check(Side::Input, &pieces, key.as_deref()).await
+        })))
+    }
+}
+
+/// Applies a verdict to the request: findings, audit flags, and the block or 503.
+pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
+    let checked = judged.map_err(|Unavailable(why)| {
+        tracing::warn!(request_id = %ctx.request_id, reason = why.label(), "input moderation unavailable; refusing (on_error = block)");
+        WardenError::ModerationUnavailable(why.label())
+    })?;
+    if let Some(why) = checked.failed_open {
+        ctx.findings.push(Finding {
+            stage: STAGE,
+            note: format!("fail_open:{}", why.label()),
+        });
+        ctx.audit
+            .flags
+            .push(Flag::new(STAGE, flags::FAIL_OPEN).rule(why.label()));
+    } else {
+        ctx.audit.moderated = true;
+    }
+    for hit in &checked.flagged {
+        ctx.findings.push(Finding {
+            stage: STAGE,
+            note: format!("flag:{}:{}", hit.param, hit.categories.names().join(",")),
+        });
+        ctx.audit.flags.push(flags::of_hit(STAGE, flags::FLAG, hit));
+    }
+    match checked.blocked.into_iter().next() {
+        Some(hit) => Err(WardenError::ContentFiltered(Box::new(ContentFilter::from(
+            hit,
+        )))),
+        None => Ok(Verdict::Allow),
+    }
+}
+
+/// [`settle`] for a verdict that arrived after the pipeline ran: a refusal also marks
+/// the stage's entry in the trail as the one that blocked.
+pub fn settle_late(ctx: &mut RequestContext, judged: Judged) -> Result<(), WardenError> {
+    let settled = settle(ctx, judged);
+    if settled.is_err() {
+        if let Some(record) = ctx.trail.iter_mut().rev().find(|r| r.stage == STAGE) {
+            record.verdict = None;
         }
     }
+    settled.map(|_| ())
 }
 
 impl Stage for Moderate {
     fn name(&self) -> &'static str {
-        "moderation"
+        STAGE
     }
 
     fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
@@ -81,7 +138,25 @@ impl Stage for Moderate {
         if skip {
             return Step::Ready(Ok(Verdict::Allow));
         }
-        Step::Pending(Box::pin(self.check(ctx)))
+        let Some(mut judging) = self.judging(ctx) else {
+            return Step::Ready(Ok(Verdict::Allow));
+        };
+        let (mode, _) = self.moderator.config().for_key(ctx.key_name());
+        Step::Pending(Box::pin(async move {
+            if mode == Mode::Parallel {
+                // One poll answers from the cache (or starts the call); only a verdict
+                // that really has to wait is left for the proxy.
+                let polled =
+                    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut judging).poll(cx))).await;
+                if let Poll::Ready(judged) = polled {
+                    return settle(ctx, judged);
+                }
+                ctx.pending_moderation = Some(judging);
+                return Ok(Verdict::Allow);
+            }
+            let judged = judging.await;
+            settle(ctx, judged)
+        }))
     }
 }
 
@@ -100,6 +175,13 @@ mod tests {
         (Moderate::new(Arc::new(moderator)), fake)
     }
 
+    async fn check(stage: &Moderate, ctx: &mut RequestContext) -> StageResult {
+        match stage.run(ctx) {
+            Step::Ready(result) => result,
+            Step::Pending(future) => future.await,
+        }
+    }
+
     fn chat(text: &str) -> RequestContext {
         let body =
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]});
@@ -112,8 +194,7 @@ mod tests {
     #[tokio::test]
     async fn blocks_with_param_and_categories() {
         let (stage, _) = stage("");
-        let err = stage
-            .check(&mut chat("FLAG:self-harm/intent now"))
+        let err = check(&stage, &mut chat("FLAG:self-harm/intent now"))
             .await
             .unwrap_err();
         assert_eq!(err.code(), "content_filter");
@@ -135,7 +216,7 @@ mod tests {
     async fn clean_passes_and_flags_become_findings() {
         let (stage, _) = stage("[categories.hate]\naction = \"flag\"");
         let mut ctx = chat("FLAG:hate but allowed");
-        assert_eq!(stage.check(&mut ctx).await.unwrap(), Verdict::Allow);
+        assert_eq!(check(&stage, &mut ctx).await.unwrap(), Verdict::Allow);
         assert_eq!(ctx.findings.len(), 1);
         assert!(ctx.findings[0].note.contains("hate"));
     }
@@ -144,15 +225,42 @@ mod tests {
     async fn failure_is_503_or_a_recorded_fail_open() {
         let (closed, fake) = stage("");
         fake.failing.store(true, Ordering::SeqCst);
-        let err = closed.check(&mut chat("hi")).await.unwrap_err();
+        let err = check(&closed, &mut chat("hi")).await.unwrap_err();
         assert_eq!(err.status(), 503);
         assert_eq!(err.code(), "moderation_unavailable");
 
         let (open, fake) = stage("on_error = \"allow\"");
         fake.failing.store(true, Ordering::SeqCst);
         let mut ctx = chat("hi");
-        assert_eq!(open.check(&mut ctx).await.unwrap(), Verdict::Allow);
+        assert_eq!(check(&open, &mut ctx).await.unwrap(), Verdict::Allow);
         assert!(ctx.findings[0].note.starts_with("fail_open:"));
+    }
+
+    #[tokio::test]
+    async fn parallel_leaves_a_slow_verdict_pending_and_settles_a_quick_one() {
+        let (stage, fake) = stage("mode = \"parallel\"");
+        fake.delay_ms.store(50, Ordering::SeqCst);
+        let mut ctx = chat("FLAG:hate, slowly");
+        assert_eq!(check(&stage, &mut ctx).await.unwrap(), Verdict::Allow);
+        let pending = ctx.pending_moderation.take().unwrap();
+        let judged = pending.await;
+        assert!(!passes(&judged));
+        ctx.trail.push(crate::pipeline::StageRecord {
+            stage: STAGE,
+            verdict: Some(Verdict::Allow),
+        });
+        let err = settle_late(&mut ctx, judged).unwrap_err();
+        assert_eq!(err.code(), "content_filter");
+        assert_eq!(ctx.trail[0].verdict, None);
+
+        // A verdict ready at the first poll is settled in the stage, as in strict mode.
+        fake.delay_ms.store(0, Ordering::SeqCst);
+        let mut ctx = chat("FLAG:hate, at once");
+        assert_eq!(
+            check(&stage, &mut ctx).await.unwrap_err().code(),
+            "content_filter"
+        );
+        assert!(ctx.pending_moderation.is_none());
     }
 
     #[test]

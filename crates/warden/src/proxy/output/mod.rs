@@ -1,12 +1,11 @@
-//! Output moderation on the way back to the client. Used only when output moderation is
-//! on for the endpoint; otherwise the handler keeps the zero-copy `RelayBody`.
-//! Non-streamed answers are buffered (bounded), moderated, and rewritten on a block;
-//! event streams go through the hold-back relay in `stream`.
-//!
-//! TODO(local filters): output checks should also run the local filter scanner
-//! (`safety::filters`, e.g. a model echoing a secret) once it is wired; the hook is
-//! `moderate_pieces` here and `Relay::check` in `stream`.
+//! Output checks on the way back to the client: output moderation (the Moderation
+//! endpoint) and the local filters (`filters`, `guard`: secrets redacted or blocked, PII
+//! recorded), each when on for the key. Otherwise the handler keeps the zero-copy
+//! `RelayBody`. Non-streamed answers are buffered (bounded), checked, and rewritten on a
+//! redaction or block; event streams go through the hold-back relay in `stream`.
 
+pub mod filters;
+pub mod guard;
 pub mod stream;
 pub mod text;
 
@@ -24,27 +23,53 @@ use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
 use crate::pipeline::RequestContext;
+use crate::safety::filters::Scanner;
 use crate::safety::moderation::{Moderator, Side};
+use crate::safety::profiles::KeyFilters;
 
 /// The stage name output findings carry in events.
 pub const OUTPUT_STAGE: &str = "output_moderation";
 
-/// Whether this answer gets output moderation: successful answers of the endpoints
-/// that carry model text.
-pub fn applies(moderator: &Moderator, ctx: &RequestContext, head: &Parts) -> bool {
-    let config = moderator.config();
-    config.enabled
-        && config.output.enabled
-        && head.status.is_success()
-        && matches!(
+/// Which checks an answer gets.
+pub struct Checks {
+    pub moderator: Arc<Moderator>,
+    /// Output moderation is on.
+    pub moderate: bool,
+    /// The key's local filters, when on.
+    pub scanner: Option<Arc<Scanner>>,
+}
+
+/// The checks for this answer: successful answers of the endpoints that carry model
+/// text, when output moderation or the key's local filters are on.
+pub fn checks(
+    moderator: &Arc<Moderator>,
+    filters: &KeyFilters,
+    ctx: &RequestContext,
+    head: &Parts,
+) -> Option<Checks> {
+    if !head.status.is_success()
+        || !matches!(
             ctx.endpoint,
             Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Completions
         )
+    {
+        return None;
+    }
+    let config = moderator.config();
+    let moderate = config.enabled && config.output.enabled;
+    let scanner = Some(filters.for_key(ctx.key_name()))
+        .filter(|s| s.enabled())
+        .cloned();
+    (moderate || scanner.is_some()).then(|| Checks {
+        moderator: moderator.clone(),
+        moderate,
+        scanner,
+    })
 }
 
-/// Builds the client's response for a moderated answer.
+/// Builds the client's response for a checked answer.
 pub async fn respond(
-    moderator: Arc<Moderator>,
+    checks: Checks,
     ctx: &RequestContext,
     mut head: Parts,
     upstream: crate::proxy::upstream::UpstreamBody,
@@ -53,9 +78,21 @@ pub async fn respond(
     is_sse: bool,
 ) -> Response<ProxyBody> {
     head.headers.remove(http::header::CONTENT_LENGTH);
+    let Checks {
+        moderator,
+        moderate,
+        scanner,
+    } = checks;
     if is_sse {
+        let param = if ctx.endpoint == Endpoint::Responses {
+            "output"
+        } else {
+            "choices"
+        };
         let relay = stream::Relay {
             moderator,
+            moderate,
+            guard: scanner.map(|s| guard::Guard::new(s, param)),
             key: ctx.key.clone(),
             endpoint: ctx.endpoint,
             recorder: Some(recorder),
@@ -80,7 +117,16 @@ pub async fn respond(
             .await;
         }
     };
-    let (bytes, blocked) = match moderate_answer(&moderator, ctx, &answer, &mut recorder).await {
+    let checked = check_answer(
+        &moderator,
+        moderate,
+        scanner.as_deref(),
+        ctx,
+        &answer,
+        &mut recorder,
+    )
+    .await;
+    let (bytes, blocked) = match checked {
         Ok(result) => result,
         Err(err) => return refuse(recorder, observers, err, &ctx.request_id).await,
     };
@@ -88,35 +134,76 @@ pub async fn respond(
         observer.frame(&bytes);
         observer.end(RelayEnd::Complete);
     }
-    match blocked {
-        Some(categories) => {
-            recorder.note("moderation", &format!("output_block:{categories}"));
-            recorder
-                .close_durable(Outcome::Blocked, Some("output_content_filter"))
-                .await;
-        }
-        None => {
-            recorder.persist_flags().await;
-            recorder.finish(Outcome::Allowed, None);
-        }
+    if blocked {
+        recorder
+            .close_durable(Outcome::Blocked, Some("output_content_filter"))
+            .await;
+    } else {
+        recorder.persist_flags().await;
+        recorder.finish(Outcome::Allowed, None);
     }
     Response::from_parts(head, ProxyBody::full(bytes))
 }
 
-/// The answer to send, and the categories that blocked part of it.
-async fn moderate_answer(
+/// The answer to send (redacted, or with blocked choices withheld) and whether a check
+/// blocked part of it.
+async fn check_answer(
     moderator: &Moderator,
+    moderate: bool,
+    scanner: Option<&Scanner>,
     ctx: &RequestContext,
     answer: &Bytes,
     recorder: &mut Recorder,
-) -> Result<(Bytes, Option<String>), WardenError> {
+) -> Result<(Bytes, bool), WardenError> {
     let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(answer) else {
         // Not JSON: nothing Warden can read as model text.
-        return Ok((answer.clone(), None));
+        return Ok((answer.clone(), false));
     };
-    let pieces = text::of_answer(ctx.endpoint, &value);
+    let mut withheld = Vec::new();
+    let mut changed = false;
+    if let Some(scanner) = scanner {
+        let found = filters::answer(scanner, ctx.endpoint, &mut value);
+        for note in &found.notes {
+            recorder.note(filters::FILTER_STAGE, note);
+        }
+        for flag in found.flags {
+            recorder.flag(flag);
+        }
+        if !found.blocked.is_empty() {
+            recorder.note(
+                filters::FILTER_STAGE,
+                &format!("output_block:{}", found.categories.join(",")),
+            );
+        }
+        withheld.extend(found.blocked);
+        changed |= found.changed;
+    }
+    if moderate {
+        // After the filters: moderation sees the answer redacted, never a secret.
+        withheld.extend(moderate_answer(moderator, ctx, &value, recorder).await?);
+    }
+    if !withheld.is_empty() {
+        text::withhold(ctx.endpoint, &mut value, &withheld);
+        changed = true;
+    }
+    let bytes = if changed {
+        Bytes::from(value.to_string())
+    } else {
+        answer.clone()
+    };
+    Ok((bytes, !withheld.is_empty()))
+}
+
+/// Output moderation of a whole answer: the choice / output indexes it blocks.
+async fn moderate_answer(
+    moderator: &Moderator,
+    ctx: &RequestContext,
+    value: &serde_json::Value,
+    recorder: &mut Recorder,
+) -> Result<Vec<usize>, WardenError> {
+    let pieces = text::of_answer(ctx.endpoint, value);
     if pieces.is_empty() {
-        return Ok((answer.clone(), None));
+        return Ok(Vec::new());
     }
     let checked = moderator
         .check(Side::Output, &pieces, ctx.key.as_deref())
@@ -137,21 +224,23 @@ async fn moderate_answer(
         recorder.flag(flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit));
     }
     if checked.blocked.is_empty() {
-        return Ok((answer.clone(), None));
+        return Ok(Vec::new());
     }
-    let indexes: Vec<usize> = checked
-        .blocked
-        .iter()
-        .filter_map(|hit| text::leading_index(&hit.param))
-        .collect();
     let mut categories: Vec<&str> = checked
         .blocked
         .iter()
         .flat_map(|hit| hit.categories.names())
         .collect();
     categories.dedup();
-    text::withhold(ctx.endpoint, &mut value, &indexes);
-    Ok((Bytes::from(value.to_string()), Some(categories.join(","))))
+    recorder.note(
+        "moderation",
+        &format!("output_block:{}", categories.join(",")),
+    );
+    Ok(checked
+        .blocked
+        .iter()
+        .filter_map(|hit| text::leading_index(&hit.param))
+        .collect())
 }
 
 async fn refuse(

@@ -1,8 +1,9 @@
-//! Streaming output moderation: reads the upstream SSE stream in a task, holds events
-//! back until the text they carry has passed moderation (every `window_chars`, at each
-//! choice's end, and at the end of the stream), and releases them byte for byte. On a
-//! block nothing held is sent: a final `content_filter` chunk (responses:
-//! `response.incomplete`) ends the stream as OpenAI would.
+//! Streaming output checks: reads the upstream SSE stream in a task, holds events back
+//! until the text they carry has passed moderation (every `window_chars`, at each
+//! choice's end, and at the end of the stream) and the local filters (`guard`: no secret
+//! cut in two), and releases them byte for byte (events whose text had a secret redacted
+//! are re-encoded). On a block nothing held is sent: a final `content_filter` chunk
+//! (responses: `response.incomplete`) ends the stream as OpenAI would.
 
 use std::sync::Arc;
 
@@ -12,7 +13,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::text::deltas;
+use super::filters::{self, FILTER_STAGE};
+use super::guard::{Guard, Plan, Segment};
+use super::text::{deltas, visit_deltas_mut};
 use super::OUTPUT_STAGE;
 use crate::endpoint::Endpoint;
 use crate::events::flags::{self, Flag};
@@ -35,6 +38,10 @@ const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Relay {
     pub moderator: Arc<Moderator>,
+    /// Output moderation is on (otherwise only the local filters run).
+    pub moderate: bool,
+    /// The local filters' hold-back, when filters are on for this key.
+    pub guard: Option<Guard>,
     pub key: Option<Arc<VirtualKey>>,
     pub endpoint: Endpoint,
     pub recorder: Option<Recorder>,
@@ -45,7 +52,7 @@ pub struct Relay {
 #[derive(Default)]
 struct State {
     buf: BytesMut,
-    held: Vec<Bytes>,
+    held: Vec<Held>,
     held_bytes: usize,
     /// Unmoderated text per choice / output index.
     pending: Vec<(usize, String)>,
@@ -62,6 +69,13 @@ struct State {
 enum Step {
     Go,
     Stop,
+}
+
+/// An event waiting for release, with its parsed JSON and its text's place in the guard.
+struct Held {
+    bytes: Bytes,
+    json: Option<Value>,
+    segments: Vec<Segment>,
 }
 
 impl Relay {
@@ -129,26 +143,44 @@ impl Relay {
         }
         if !state.buf.is_empty() {
             let rest = state.buf.split().freeze();
-            self.hold(&mut state, rest);
+            self.hold(
+                &mut state,
+                Held {
+                    bytes: rest,
+                    json: None,
+                    segments: Vec::new(),
+                },
+            );
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.finish_all();
         }
         if let Step::Go = self.check(&mut state, &tx).await {
             self.finish(RelayEnd::Complete, Outcome::Allowed, None);
         }
     }
 
-    fn hold(&self, state: &mut State, event: Bytes) {
-        state.held_bytes += event.len();
-        state.held.push(event);
+    fn hold(&self, state: &mut State, held: Held) {
+        state.held_bytes += held.bytes.len();
+        state.held.push(held);
     }
 
     async fn event(&mut self, state: &mut State, event: Bytes, tx: &mpsc::Sender<Bytes>) -> Step {
         let json = data_json(&event);
-        let mut boundary = json.is_none() && event.windows(6).any(|w| w == b"[DONE]");
+        let done = json.is_none() && event.windows(6).any(|w| w == b"[DONE]");
+        let mut boundary = done;
+        let mut segments = Vec::new();
         if let Some(v) = &json {
             self.learn(state, v);
             let mut found = Vec::new();
             deltas(self.endpoint, v, &mut found);
             for (i, text) in found {
+                if let Some(guard) = self.guard.as_mut() {
+                    segments.push(guard.push(i, &text));
+                }
+                if !self.moderate {
+                    continue;
+                }
                 state.pending_chars += text.chars().count();
                 match state.pending.iter_mut().find(|(j, _)| *j == i) {
                     Some((_, pending)) => pending.push_str(&text),
@@ -156,10 +188,32 @@ impl Relay {
                 }
             }
             boundary |= is_boundary(self.endpoint, v);
+            if let Some(guard) = self.guard.as_mut() {
+                for i in finished(self.endpoint, v) {
+                    guard.finish(i);
+                }
+            }
         }
-        self.hold(state, event);
+        if done {
+            if let Some(guard) = self.guard.as_mut() {
+                guard.finish_all();
+            }
+        }
+        // The JSON is kept only where the guard may have to rewrite the event.
+        let keep =
+            self.guard.is_some() && (!segments.is_empty() || self.endpoint == Endpoint::Responses);
+        self.hold(
+            state,
+            Held {
+                bytes: event,
+                json: json.filter(|_| keep),
+                segments,
+            },
+        );
         let window = self.moderator.config().output.window_chars;
-        let due = state.pending_chars >= window
+        let filters_due = self.guard.as_ref().is_none_or(Guard::due);
+        let due = (!self.moderate && filters_due)
+            || state.pending_chars >= window
             || state.held_bytes >= MAX_HELD_BYTES
             || (boundary && state.pending_chars > 0)
             || state.pending_chars == 0;
@@ -204,7 +258,7 @@ impl Relay {
 
     /// Moderates pending text (if any) and releases the held events when it passes.
     async fn check(&mut self, state: &mut State, tx: &mpsc::Sender<Bytes>) -> Step {
-        if state.pending_chars > 0 {
+        if self.moderate && state.pending_chars > 0 {
             let pieces: Vec<Piece> = state
                 .pending
                 .iter()
@@ -214,7 +268,13 @@ impl Relay {
                         .iter()
                         .find(|(j, _)| j == i)
                         .map_or("", |(_, t)| t.as_str());
-                    Piece::text(format!("choices[{i}]"), format!("{tail}{text}"))
+                    let text = format!("{tail}{text}");
+                    // Secrets the filters will redact are not sent to be moderated either.
+                    let text = match self.guard.as_ref() {
+                        Some(guard) => filters::masked(guard.scanner(), text),
+                        None => text,
+                    };
+                    Piece::text(format!("choices[{i}]"), text)
                 })
                 .collect();
             match self
@@ -224,29 +284,14 @@ impl Relay {
             {
                 Ok(checked) if !checked.blocked.is_empty() => {
                     let categories = checked.blocked[0].categories.names().join(",");
-                    // Debug: the request's own line (its event) reports the block at info.
-                    tracing::debug!(categories, "output blocked mid-stream");
-                    state.held.clear();
-                    self.note(&format!("output_block:{categories}"));
-                    for hit in &checked.blocked {
-                        self.flag(flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit));
-                    }
-                    // On record before the client sees the block.
-                    for observer in &mut self.observers {
-                        observer.end(RelayEnd::Complete);
-                    }
-                    self.observers.clear();
-                    if let Some(recorder) = self.recorder.take() {
-                        recorder
-                            .close_durable(Outcome::Blocked, Some("output_content_filter"))
-                            .await;
-                    }
-                    for bytes in block_events(self.endpoint, state) {
-                        if tx.send(bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    return Step::Stop;
+                    let found = checked
+                        .blocked
+                        .iter()
+                        .map(|hit| flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit))
+                        .collect();
+                    return self
+                        .block(state, tx, "moderation", &categories, found)
+                        .await;
                 }
                 Ok(checked) => {
                     if let Some(why) = checked.failed_open {
@@ -297,8 +342,87 @@ impl Relay {
                 }
             }
         }
-        state.held_bytes = 0;
-        for bytes in std::mem::take(&mut state.held) {
+        self.release(state, tx).await
+    }
+
+    /// Sends what the local filters let go of the held events (all of them without
+    /// filters), secrets redacted.
+    async fn release(&mut self, state: &mut State, tx: &mpsc::Sender<Bytes>) -> Step {
+        let mut out: Vec<Bytes> = Vec::new();
+        if let Some(guard) = self.guard.as_mut() {
+            let segments: Vec<&[Segment]> = state.held.iter().map(|h| &h.segments[..]).collect();
+            let release = match guard.plan(&segments) {
+                Plan::Release(release) => release,
+                Plan::Block { categories, flags } => {
+                    return self
+                        .block(state, tx, FILTER_STAGE, &categories, flags)
+                        .await;
+                }
+            };
+            let mut snapshot_block = None;
+            for mut held in state.held.drain(..release.events) {
+                let mut texts = held
+                    .segments
+                    .iter()
+                    .map(|s| guard.rewrite(&release, s))
+                    .collect::<Vec<_>>();
+                let mut changed = texts.iter().any(Option::is_some);
+                if let Some(json) = held.json.as_mut() {
+                    if changed {
+                        let mut next = texts.iter_mut();
+                        visit_deltas_mut(self.endpoint, json, |t| {
+                            if let Some(Some(new)) = next.next().map(Option::take) {
+                                *t = new;
+                            }
+                        });
+                    } else if held.segments.is_empty() {
+                        // Full-text events (`response.output_text.done`, …) repeat the
+                        // deltas: redact them the same way.
+                        let (redacted, blocked) = filters::snapshot(guard.scanner(), json);
+                        changed = redacted;
+                        snapshot_block = snapshot_block.or(blocked);
+                    }
+                    if changed {
+                        held.bytes = reencode(&held.bytes, json);
+                    }
+                }
+                out.push(held.bytes);
+                if snapshot_block.is_some() {
+                    break;
+                }
+            }
+            guard.commit(&release);
+            for flag in release.flags {
+                let note = format!(
+                    "{}:{} {} at {}",
+                    flag.categories.join(","),
+                    flag.rule.as_deref().unwrap_or("-"),
+                    flag.action,
+                    flag.param.as_deref().unwrap_or("-")
+                );
+                self.note_in(FILTER_STAGE, &note);
+                self.flag(flag);
+            }
+            if let Some(categories) = snapshot_block {
+                let flag = Flag::new(FILTER_STAGE, flags::BLOCK).categories([categories.as_str()]);
+                return self
+                    .block(state, tx, FILTER_STAGE, &categories, vec![flag])
+                    .await;
+            }
+            if self
+                .recorder
+                .as_ref()
+                .is_some_and(Recorder::has_pending_flags)
+            {
+                if let Some(recorder) = self.recorder.as_mut() {
+                    recorder.persist_flags().await;
+                }
+            }
+        } else {
+            out = state.held.drain(..).map(|h| h.bytes).collect();
+        }
+        state.held_bytes = state.held.iter().map(|h| h.bytes.len()).sum();
+        for bytes in out {
             if tx.send(bytes).await.is_err() {
                 self.finish(
                     RelayEnd::ClientLeft,
@@ -311,9 +435,47 @@ impl Relay {
         Step::Go
     }
 
+    /// Ends the stream for a block: nothing held is sent, the block is on record before
+    /// the client sees it, then the closing `content_filter` event(s).
+    async fn block(
+        &mut self,
+        state: &mut State,
+        tx: &mpsc::Sender<Bytes>,
+        stage: &str,
+        categories: &str,
+        found: Vec<Flag>,
+    ) -> Step {
+        // Debug: the request's own line (its event) reports the block at info.
+        tracing::debug!(categories, stage, "output blocked mid-stream");
+        state.held.clear();
+        self.note_in(stage, &format!("output_block:{categories}"));
+        for flag in found {
+            self.flag(flag);
+        }
+        for observer in &mut self.observers {
+            observer.end(RelayEnd::Complete);
+        }
+        self.observers.clear();
+        if let Some(recorder) = self.recorder.take() {
+            recorder
+                .close_durable(Outcome::Blocked, Some("output_content_filter"))
+                .await;
+        }
+        for bytes in block_events(self.endpoint, state) {
+            if tx.send(bytes).await.is_err() {
+                break;
+            }
+        }
+        Step::Stop
+    }
+
     fn note(&mut self, note: &str) {
+        self.note_in("moderation", note);
+    }
+
+    fn note_in(&mut self, stage: &str, note: &str) {
         if let Some(recorder) = self.recorder.as_mut() {
-            recorder.note("moderation", note);
+            recorder.note(stage, note);
         }
     }
 
@@ -369,6 +531,43 @@ fn data_json(event: &[u8]) -> Option<Value> {
         return None;
     }
     serde_json::from_str(&data.join("\n")).ok()
+}
+
+/// The choices / outputs whose text ends with this event.
+fn finished(endpoint: Endpoint, v: &Value) -> Vec<usize> {
+    match endpoint {
+        Endpoint::Responses => {
+            let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind.ends_with(".done") {
+                let i = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                vec![i as usize]
+            } else {
+                Vec::new()
+            }
+        }
+        _ => v
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            .map(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize)
+            .collect(),
+    }
+}
+
+/// An event with a rewritten JSON: its `event:` line kept, one `data:` line.
+fn reencode(original: &[u8], json: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(original.len() + 32);
+    let text = String::from_utf8_lossy(original);
+    for line in text.lines().filter(|l| l.starts_with("event:")) {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// Events after which no more text of a choice follows: check before releasing them.

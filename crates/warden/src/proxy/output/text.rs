@@ -108,6 +108,112 @@ pub fn withhold(endpoint: Endpoint, answer: &mut Value, blocked: &[usize]) {
     }
 }
 
+/// Visits every model-written string of a non-streamed answer in place, with its choice
+/// / output index and `param` path (the fields [`of_answer`] reads).
+pub fn visit_answer_mut(
+    endpoint: Endpoint,
+    answer: &mut Value,
+    mut visit: impl FnMut(usize, &str, &mut String),
+) {
+    fn items(value: Option<&mut Value>) -> impl Iterator<Item = (usize, &mut Value)> {
+        value
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .enumerate()
+    }
+    let mut text = |v: Option<&mut Value>, i: usize, param: String| {
+        if let Some(Value::String(t)) = v {
+            visit(i, &param, t);
+        }
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            for (i, choice) in items(answer.get_mut("choices")) {
+                let Some(message) = choice.get_mut("message") else {
+                    continue;
+                };
+                for field in ["content", "refusal"] {
+                    let param = format!("choices[{i}].message.{field}");
+                    text(message.get_mut(field), i, param);
+                }
+                for (j, call) in items(message.get_mut("tool_calls")) {
+                    let param = format!("choices[{i}].message.tool_calls[{j}].function.arguments");
+                    text(call.pointer_mut("/function/arguments"), i, param);
+                }
+            }
+        }
+        Endpoint::Completions => {
+            for (i, choice) in items(answer.get_mut("choices")) {
+                text(choice.get_mut("text"), i, format!("choices[{i}].text"));
+            }
+        }
+        Endpoint::Responses => {
+            for (k, item) in items(answer.get_mut("output")) {
+                text(
+                    item.get_mut("arguments"),
+                    k,
+                    format!("output[{k}].arguments"),
+                );
+                for (j, part) in items(item.get_mut("content")) {
+                    for field in ["text", "refusal"] {
+                        let param = format!("output[{k}].content[{j}].{field}");
+                        text(part.get_mut(field), k, param);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`deltas`] in place: the same strings, in the same order, for rewriting an event.
+pub fn visit_deltas_mut(endpoint: Endpoint, event: &mut Value, mut visit: impl FnMut(&mut String)) {
+    let mut text = |v: Option<&mut Value>| {
+        if let Some(Value::String(t)) = v {
+            if !t.is_empty() {
+                visit(t);
+            }
+        }
+    };
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions => {
+            let choices = event.get_mut("choices").and_then(Value::as_array_mut);
+            for choice in choices.into_iter().flatten() {
+                if let Some(delta) = choice.get_mut("delta") {
+                    text(delta.get_mut("content"));
+                    text(delta.get_mut("refusal"));
+                }
+                text(choice.get_mut("text"));
+                let calls = choice
+                    .get_mut("delta")
+                    .and_then(|d| d.get_mut("tool_calls"))
+                    .and_then(Value::as_array_mut);
+                for call in calls.into_iter().flatten() {
+                    text(call.pointer_mut("/function/arguments"));
+                }
+            }
+        }
+        Endpoint::Responses => {
+            let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+            if is_delta_event(kind) {
+                text(event.get_mut("delta"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Responses events that carry a piece of new text in `delta`.
+fn is_delta_event(kind: &str) -> bool {
+    matches!(
+        kind,
+        "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta"
+    )
+}
+
 /// Text deltas of one SSE event's JSON, keyed by choice / output index.
 pub fn deltas(endpoint: Endpoint, event: &Value, out: &mut Vec<(usize, String)>) {
     fn text(v: Option<&Value>) -> Option<&str> {
@@ -137,12 +243,7 @@ pub fn deltas(endpoint: Endpoint, event: &Value, out: &mut Vec<(usize, String)>)
         }
         Endpoint::Responses => {
             let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-            if matches!(
-                kind,
-                "response.output_text.delta"
-                    | "response.refusal.delta"
-                    | "response.function_call_arguments.delta"
-            ) {
+            if is_delta_event(kind) {
                 if let Some(t) = text(event.get("delta")) {
                     let i = event
                         .get("output_index")
@@ -192,6 +293,36 @@ mod tests {
         assert_eq!(answer["status"], "incomplete");
         assert_eq!(answer["incomplete_details"]["reason"], "content_filter");
         assert_eq!(answer["output"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn in_place_visits_match_what_is_read() {
+        let mut event = json!({"choices":[{"index":2,"delta":{"content":"a","tool_calls":[{"function":{"arguments":"b"}}]}}]});
+        let mut read = Vec::new();
+        deltas(Endpoint::ChatCompletions, &event, &mut read);
+        let mut visited = Vec::new();
+        visit_deltas_mut(Endpoint::ChatCompletions, &mut event, |t| {
+            visited.push(t.clone());
+            t.push('!');
+        });
+        let read: Vec<String> = read.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(read, visited);
+        assert_eq!(event["choices"][0]["delta"]["content"], "a!");
+
+        let mut answer =
+            json!({"output":[{"type":"message","content":[{"type":"output_text","text":"x"}]}]});
+        let params: Vec<String> = of_answer(Endpoint::Responses, &answer)
+            .into_iter()
+            .map(|p| p.param)
+            .collect();
+        let mut seen = Vec::new();
+        visit_answer_mut(Endpoint::Responses, &mut answer, |k, param, t| {
+            seen.push(param.to_owned());
+            assert_eq!(k, 0);
+            t.clear();
+        });
+        assert_eq!(params, seen);
+        assert_eq!(answer["output"][0]["content"][0]["text"], "");
     }
 
     #[test]

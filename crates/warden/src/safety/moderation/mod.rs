@@ -76,8 +76,14 @@ pub struct Moderator {
     cache: Arc<ScoreCache>,
     breaker: Arc<Breaker>,
     pub totals: Arc<Totals>,
-    /// Lockdown's stricter (input, output) policies while lockdown is on.
-    lowered: arc_swap::ArcSwapOption<(policy::Policy, policy::Policy)>,
+    /// Lockdown's stricter policies while lockdown is on.
+    lowered: arc_swap::ArcSwapOption<Lowered>,
+}
+
+/// Lockdown's (input, output) policies: the global ones and each key's own.
+struct Lowered {
+    global: (policy::Policy, policy::Policy),
+    keys: HashMap<String, (policy::Policy, policy::Policy)>,
 }
 
 impl Moderator {
@@ -98,10 +104,22 @@ impl Moderator {
     /// Lockdown on (`Some((threshold_factor, score_line))`) or off: see `Policy::lowered`.
     pub fn set_lockdown(&self, lowered: Option<(f32, f32)>) {
         self.lowered.store(lowered.map(|(factor, line)| {
-            Arc::new((
-                self.config.input.lowered(factor, line),
-                self.config.output.policy.lowered(factor, line),
-            ))
+            let pair = |input: &policy::Policy, output: &policy::Policy| {
+                (input.lowered(factor, line), output.lowered(factor, line))
+            };
+            Arc::new(Lowered {
+                global: pair(&self.config.input, &self.config.output.policy),
+                keys: self
+                    .config
+                    .keys
+                    .iter()
+                    .filter(|k| k.input.is_some() || k.output.is_some())
+                    .map(|k| {
+                        let (input, output) = self.config.policies(Some(&k.key));
+                        (k.key.clone(), pair(input, output))
+                    })
+                    .collect(),
+            })
         }));
     }
 
@@ -204,14 +222,19 @@ impl Moderator {
             }
         }
 
+        let key_name = key.map(|k| k.name.as_str());
+        let (input, output) = self.config.policies(key_name);
         let policy = match side {
-            Side::Input => &self.config.input,
-            Side::Output => &self.config.output.policy,
-        };
-        let lowered = self.lowered.load();
-        let lowered = lowered.as_deref().map(|(input, output)| match side {
             Side::Input => input,
             Side::Output => output,
+        };
+        let lowered = self.lowered.load();
+        let lowered = lowered.as_deref().map(|l| {
+            let (input, output) = key_name.and_then(|k| l.keys.get(k)).unwrap_or(&l.global);
+            match side {
+                Side::Input => input,
+                Side::Output => output,
+            }
         });
         let mut checked = Checked::default();
         for (piece, scores) in pieces.iter().zip(&known) {

@@ -1,13 +1,13 @@
 //! What gets moderated: the text and image pieces of a request body, each named by the
 //! parameter path it came from (for `param` in a refusal), and long text cut into chunks.
-//!
-//! TODO(merge): a shared `safety/text.rs` extractor is being written for the local
-//! filters; once it exists this file should keep only `chunks` and the image pieces.
+//! The text comes from the one request-text extractor, `safety::text`; only images are
+//! found here.
 
 use serde_json::Value;
 
 use crate::endpoint::Endpoint;
 use crate::json_body::JsonBody;
+use crate::safety::text;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -32,131 +32,53 @@ impl Piece {
     }
 }
 
-/// The pieces of a request body the Moderation endpoint should see. Fields of a shape
-/// Warden does not know are skipped, not refused: upstream answers those.
+/// The pieces of a request body the Moderation endpoint should see: every user text (as
+/// the local filters read it), then the images. Fields of a shape Warden does not know
+/// are skipped, not refused: upstream answers those.
 pub fn of_request(endpoint: Endpoint, body: &JsonBody) -> Vec<Piece> {
-    let field = |name: &str| -> Option<Value> {
-        body.raw(name)
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    let mut out: Vec<Piece> = text::texts(endpoint, body)
+        .into_iter()
+        .filter(|t| !t.text.trim().is_empty())
+        .map(|t| Piece::text(t.param, t.text.into_owned()))
+        .collect();
+    let field = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Responses => "input",
+        _ => return out,
     };
-    let mut out = Vec::new();
-    match endpoint {
-        Endpoint::ChatCompletions => {
-            if let Some(Value::Array(messages)) = field("messages") {
-                for (i, message) in messages.iter().enumerate() {
-                    chat_message(&format!("messages[{i}]"), message, &mut out);
-                }
+    // Most bodies carry no image: skip parsing the field again.
+    let Some(raw) = body.raw(field).filter(|r| r.get().contains("image")) else {
+        return out;
+    };
+    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(raw.get()) {
+        for (i, item) in items.iter().enumerate() {
+            let Some(Value::Array(parts)) = item.get("content") else {
+                continue;
+            };
+            for (j, part) in parts.iter().enumerate() {
+                image(&format!("{field}[{i}].content[{j}]"), part, &mut out);
             }
         }
-        Endpoint::Responses => {
-            if let Some(Value::String(text)) = field("instructions") {
-                out.push(Piece::text("instructions", text));
-            }
-            match field("input") {
-                Some(Value::String(text)) => out.push(Piece::text("input", text)),
-                Some(Value::Array(items)) => {
-                    for (i, item) in items.iter().enumerate() {
-                        response_item(&format!("input[{i}]"), item, &mut out);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Endpoint::Completions => strings("prompt", field("prompt"), &mut out),
-        Endpoint::Embeddings => strings("input", field("input"), &mut out),
-        Endpoint::ImagesGenerations => strings("prompt", field("prompt"), &mut out),
-        Endpoint::Moderations | Endpoint::Models | Endpoint::Model => {}
     }
-    out.retain(|p| !matches!(&p.content, Content::Text(t) if t.trim().is_empty()));
     out
 }
 
-/// A string or an array of strings (token arrays are skipped: they carry no text).
-fn strings(param: &str, value: Option<Value>, out: &mut Vec<Piece>) {
-    match value {
-        Some(Value::String(text)) => out.push(Piece::text(param, text)),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                if let Value::String(text) = item {
-                    out.push(Piece::text(format!("{param}[{i}]"), text.clone()));
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn chat_message(path: &str, message: &Value, out: &mut Vec<Piece>) {
-    match message.get("content") {
-        Some(Value::String(text)) => out.push(Piece::text(format!("{path}.content"), text.clone())),
-        Some(Value::Array(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
-                content_part(&format!("{path}.content[{j}]"), part, out);
-            }
-        }
-        _ => {}
-    }
-    if let Some(Value::String(text)) = message.get("refusal") {
-        out.push(Piece::text(format!("{path}.refusal"), text.clone()));
-    }
-    if let Some(Value::Array(calls)) = message.get("tool_calls") {
-        for (j, call) in calls.iter().enumerate() {
-            if let Some(Value::String(args)) = call.pointer("/function/arguments") {
-                out.push(Piece::text(
-                    format!("{path}.tool_calls[{j}].function.arguments"),
-                    args.clone(),
-                ));
-            }
-        }
-    }
-}
-
-/// A content part of chat (`text`, `image_url`) or responses (`input_text`,
-/// `output_text`, `input_image`).
-fn content_part(path: &str, part: &Value, out: &mut Vec<Piece>) {
-    let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "text" | "input_text" | "output_text" => {
-            if let Some(Value::String(text)) = part.get("text") {
-                out.push(Piece::text(format!("{path}.text"), text.clone()));
-            }
-        }
-        "image_url" => {
-            if let Some(Value::String(url)) = part.pointer("/image_url/url") {
-                out.push(Piece {
-                    param: format!("{path}.image_url.url"),
-                    content: Content::Image(url.clone()),
-                });
-            }
-        }
-        "input_image" => {
-            // `image_url` is a plain string here; `file_id` images cannot be fetched.
-            if let Some(Value::String(url)) = part.get("image_url") {
-                out.push(Piece {
-                    param: format!("{path}.image_url"),
-                    content: Content::Image(url.clone()),
-                });
-            }
-        }
-        _ => {}
-    }
-}
-
-fn response_item(path: &str, item: &Value, out: &mut Vec<Piece>) {
-    match item.get("content") {
-        Some(Value::String(text)) => out.push(Piece::text(format!("{path}.content"), text.clone())),
-        Some(Value::Array(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
-                content_part(&format!("{path}.content[{j}]"), part, out);
-            }
-        }
-        _ => {}
-    }
-    // Tool results and calls replayed in the input carry text too.
-    for field in ["output", "arguments"] {
-        if let Some(Value::String(text)) = item.get(field) {
-            out.push(Piece::text(format!("{path}.{field}"), text.clone()));
-        }
+/// An image part of chat (`image_url.url`) or responses (`input_image`'s `image_url`).
+fn image(path: &str, part: &Value, out: &mut Vec<Piece>) {
+    let (param, url) = match part.get("type").and_then(Value::as_str) {
+        Some("image_url") => (
+            format!("{path}.image_url.url"),
+            part.pointer("/image_url/url"),
+        ),
+        // `image_url` is a plain string here; `file_id` images cannot be fetched.
+        Some("input_image") => (format!("{path}.image_url"), part.get("image_url")),
+        _ => return,
+    };
+    if let Some(Value::String(url)) = url {
+        out.push(Piece {
+            param,
+            content: Content::Image(url.clone()),
+        });
     }
 }
 
@@ -212,11 +134,11 @@ mod tests {
             vec![
                 Piece::text("messages[0].content", "be nice"),
                 Piece::text("messages[1].content[0].text", "look"),
+                Piece::text("messages[2].tool_calls[0].function.arguments", r#"{"a":1}"#),
                 Piece {
                     param: "messages[1].content[1].image_url.url".into(),
                     content: Content::Image("https://x/y.png".into())
                 },
-                Piece::text("messages[2].tool_calls[0].function.arguments", r#"{"a":1}"#),
             ]
         );
     }
@@ -231,10 +153,10 @@ mod tests {
         assert_eq!(
             params,
             vec![
-                "instructions",
                 "input[0].content[0].text",
+                "input[1].output",
+                "instructions",
                 "input[0].content[1].image_url",
-                "input[1].output"
             ]
         );
         assert_eq!(

@@ -2,7 +2,7 @@
 //! fail-open/closed, the breaker, and the 20-turn conversation measurement.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub struct Fake {
     pub calls: AtomicUsize,
     pub failing: AtomicBool,
     pub bodies: Mutex<Vec<Value>>,
+    /// Answer this many milliseconds late (0: at once, without yielding).
+    pub delay_ms: AtomicU64,
 }
 
 impl Backend for Fake {
@@ -26,6 +28,10 @@ impl Backend for Fake {
     ) -> client::BoxFuture<'a, Result<Vec<Scores>, Failure>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            let delay = self.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             let body: Value = serde_json::from_slice(&body).unwrap();
             self.bodies.lock().unwrap().push(body.clone());
             if self.failing.load(Ordering::SeqCst) {

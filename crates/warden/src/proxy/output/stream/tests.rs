@@ -16,7 +16,17 @@ fn chat_event(text: &str, finish: Option<&str>) -> String {
 }
 
 async fn relay(endpoint: Endpoint, toml: &str, events: Vec<String>) -> String {
-    let moderator = Arc::new(Moderator::new(config(toml), Arc::new(Fake::default())));
+    relay_with(endpoint, toml, events, None, Arc::new(Fake::default())).await
+}
+
+async fn relay_with(
+    endpoint: Endpoint,
+    toml: &str,
+    events: Vec<String>,
+    guard: Option<Guard>,
+    fake: Arc<Fake>,
+) -> String {
+    let moderator = Arc::new(Moderator::new(config(toml), fake));
     // Frames cut mid-event, as a network would.
     let joined = events.concat();
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = joined
@@ -27,6 +37,8 @@ async fn relay(endpoint: Endpoint, toml: &str, events: Vec<String>) -> String {
     let body = StreamBody::new(futures_util::stream::iter(frames));
     let relay = Relay {
         moderator,
+        moderate: true,
+        guard,
         key: None,
         endpoint,
         recorder: None,
@@ -114,4 +126,33 @@ fn events_split_on_blank_lines_of_either_style() {
     );
     assert!(next_event(&mut buf).is_none());
     assert_eq!(&buf[..], b"data: c");
+}
+
+#[tokio::test]
+async fn moderation_gets_the_secret_masked_once_it_is_recognisable() {
+    use crate::safety::filters::{FilterPolicy, Scanner};
+    let key = "sk-proj-Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LmNbVcXz";
+    let mut events: Vec<String> = ["Your key: ", &key[..12], &key[12..], " is here."]
+        .iter()
+        .map(|t| chat_event(t, None))
+        .collect();
+    events.push(chat_event("", Some("stop")));
+    events.push("data: [DONE]\n\n".into());
+    let scanner = Arc::new(Scanner::new(&FilterPolicy::default()).unwrap());
+    let fake = Arc::new(Fake::default());
+    let out = relay_with(
+        Endpoint::ChatCompletions,
+        "[output]\nwindow_chars = 8",
+        events,
+        Some(Guard::new(scanner, "choices")),
+        fake.clone(),
+    )
+    .await;
+    assert!(!out.contains("Zx9Qw8") && !out.contains("Ui5Op4"), "{out}");
+    assert!(out.contains("[REDACTED:openai-api-key]"), "{out}");
+    // A window may end inside the key: its first characters, too few for the rule to
+    // match yet, can reach the endpoint; the key as a whole never does.
+    let sent = format!("{:?}", fake.bodies.lock().unwrap());
+    assert!(!sent.contains("Zx9Qw8Er7Ty6Ui5"), "{sent}");
+    assert!(sent.contains("[REDACTED:openai-api-key]"), "{sent}");
 }
