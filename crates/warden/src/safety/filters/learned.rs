@@ -37,32 +37,18 @@ pub struct Counts {
 
 /// Calls `each` with the bucket of every word and word bigram of a folded text. Words are
 /// runs of ASCII letters and digits, or runs of other bytes (a run of CJK is one word).
+/// One pass, hashing as it goes: this runs on every prompt, however long.
 pub fn text_features(folded: &[u8], mut each: impl FnMut(usize)) -> Counts {
     let mut counts = Counts::default();
     let mut previous: Option<u64> = None;
-    let mut i = 0;
-    while i < folded.len() {
-        let ascii_word = folded[i].is_ascii_alphanumeric();
-        if !ascii_word && folded[i].is_ascii() {
-            i += 1;
-            continue;
+    let mut word = Word::new(WORD_SEED);
+    let mut class = 0u8;
+    let mut finish = |word: &Word| {
+        // Blobs and run-on scripts say nothing as words; the structural cues see them.
+        if word.len == 0 || word.len > 40 {
+            return;
         }
-        let start = i;
-        while i < folded.len()
-            && if ascii_word {
-                folded[i].is_ascii_alphanumeric()
-            } else {
-                !folded[i].is_ascii()
-            }
-        {
-            i += 1;
-        }
-        let word = &folded[start..i];
-        if word.len() > 40 {
-            // Blobs and run-on scripts say nothing as words; the structural cues see them.
-            continue;
-        }
-        let h = hash(word, WORD_SEED);
+        let h = word.finish();
         each(bucket(h));
         counts.words += 1;
         counts.features += 1;
@@ -71,9 +57,38 @@ pub fn text_features(folded: &[u8], mut each: impl FnMut(usize)) -> Counts {
             counts.features += 1;
         }
         previous = Some(h);
+    };
+    for &b in folded {
+        let next = CLASS[usize::from(b)];
+        if next != class {
+            finish(&word);
+            word = Word::new(WORD_SEED);
+            class = next;
+        }
+        if next != 0 {
+            word.push(b);
+        }
     }
+    finish(&word);
     counts
 }
+
+/// Byte classes: 0 separates words, 1 is an ASCII letter or digit, 2 any non-ASCII byte.
+const CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = if b >= 0x80 {
+            2
+        } else if (b as u8).is_ascii_alphanumeric() {
+            1
+        } else {
+            0
+        };
+        b += 1;
+    }
+    class
+};
 
 /// Calls `each` with the bucket of every cue feature: one per family that fired and one
 /// per level in `LEVELS` the combined cue score reaches.
@@ -92,20 +107,44 @@ fn bucket(h: u64) -> usize {
     (h as usize) & (BUCKETS - 1)
 }
 
-/// Eight bytes per multiply: cheap on long prompts, and stable across builds and
-/// platforms, which the trained weights rely on.
 fn hash(bytes: &[u8], seed: u64) -> u64 {
-    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(MIX);
-    for chunk in bytes.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word))
-            .wrapping_mul(MIX)
-            .rotate_left(29);
+    let mut word = Word::new(seed);
+    bytes.iter().for_each(|&b| word.push(b));
+    word.finish()
+}
+
+/// A word's hash, built a byte at a time: one multiply per eight bytes, and stable across
+/// builds and platforms, which the trained weights rely on.
+struct Word {
+    hash: u64,
+    pending: u64,
+    len: usize,
+}
+
+impl Word {
+    fn new(seed: u64) -> Word {
+        Word {
+            hash: seed,
+            pending: 0,
+            len: 0,
+        }
     }
-    h ^= h >> 32;
-    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
-    h ^ (h >> 32)
+
+    fn push(&mut self, b: u8) {
+        self.pending = (self.pending << 8) | u64::from(b);
+        self.len += 1;
+        if self.len.is_multiple_of(8) {
+            self.hash = (self.hash ^ self.pending).wrapping_mul(MIX).rotate_left(29);
+            self.pending = 0;
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = (self.hash ^ self.pending ^ ((self.len as u64) << 56)).wrapping_mul(MIX);
+        h ^= h >> 32;
+        h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+        h ^ (h >> 32)
+    }
 }
 
 /// The weights, quantised to i8 with one scale (a quarter of the f32 size, so the table
