@@ -1,7 +1,7 @@
 //! Measures the shipped jailbreak rules on `shared/data/eval`: recall on jailbreak.jsonl and
 //! false-positive rate on benign.jsonl, per half (dev = even lines, held-out = odd lines),
 //! at the block and flag thresholds, and recall per source.
-//! `cargo run --release -p warden --example jailbreak_eval -- [DIR] [--misses dev|benign]`
+//! `cargo run --release -p warden --example jailbreak_eval -- [DIR] [--misses dev|benign|everyday|unseen]`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../tests/eval_data/mod.rs"]
@@ -43,6 +43,21 @@ fn main() {
         }
     }
 
+    let everyday = load(&eval_data::own_dir(), "everyday_benign.jsonl");
+    let unseen = load(&eval_data::own_dir(), "unseen_jailbreaks.jsonl");
+    for (name, threshold) in [
+        ("block", policy.jailbreak.block_threshold),
+        ("flag", policy.jailbreak.flag_threshold),
+    ] {
+        let (fp, n) = rate(&scanner, &everyday, Half::All, threshold);
+        let (tp, p) = rate(&scanner, &unseen, Half::All, threshold);
+        println!(
+            "{name}: everyday benign FPR {:4.1}% ({fp}/{n})   unseen jailbreak recall {:5.1}% ({tp}/{p})",
+            100.0 * fp as f64 / n as f64,
+            100.0 * tp as f64 / p as f64
+        );
+    }
+
     let block = policy.jailbreak.block_threshold;
     let mut per_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for row in jailbreaks.iter().filter(|r| Half::HeldOut.keeps(r.line)) {
@@ -63,13 +78,15 @@ fn main() {
         println!("  {source:45} {hit:3}/{total:3}");
     }
 
-    // Tuning aid: only ever list dev-half rows.
+    // Tuning aid: lists dev-half rows of the shared data only, never held-out ones.
     if let Some(pos) = args.iter().position(|a| a == "--misses") {
-        let (rows, want_hit) = match args.get(pos + 1).map(String::as_str) {
-            Some("benign") => (&benign, true),
-            _ => (&jailbreaks, false),
+        let (rows, want_hit, half) = match args.get(pos + 1).map(String::as_str) {
+            Some("benign") => (&benign, true, Half::Dev),
+            Some("everyday") => (&everyday, true, Half::All),
+            Some("unseen") => (&unseen, false, Half::All),
+            _ => (&jailbreaks, false, Half::Dev),
         };
-        for row in rows.iter().filter(|r| Half::Dev.keeps(r.line)) {
+        for row in rows.iter().filter(|r| half.keeps(r.line)) {
             let scan = scanner.scan(&row.text);
             if (scan.jailbreak.score >= block) == want_hit {
                 let head: String = row.text.chars().take(160).collect();

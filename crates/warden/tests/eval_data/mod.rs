@@ -26,6 +26,12 @@ pub fn data_dir() -> PathBuf {
     dir
 }
 
+/// Warden's own test sets beside this file (never trained on): short everyday prompts
+/// and jailbreaks written for families the shared data has few of.
+pub fn own_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/eval_data")
+}
+
 pub fn load(dir: &Path, file: &str) -> Vec<Row> {
     let text = std::fs::read_to_string(dir.join(file)).unwrap();
     text.lines()
