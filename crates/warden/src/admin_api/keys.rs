@@ -21,9 +21,13 @@ pub async fn list(
     Query(window): Query<Window>,
 ) -> Result<Json<Value>, ApiError> {
     let (since_ms, _) = since(&window);
-    let data = lifecycle::list(&gateway.store, &gateway.snapshot().keys.declared(), since_ms)
-        .await
-        .map_err(ApiError::internal)?;
+    let data = lifecycle::list(
+        &gateway.store,
+        &gateway.snapshot().keys.declared(),
+        since_ms,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -56,9 +60,14 @@ pub async fn rotate(
     body: Option<Json<RotateBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let overlap = body.and_then(|Json(b)| b.overlap_hours).unwrap_or(24.0);
-    let rotated = lifecycle::rotate(&gateway.store, &gateway.snapshot().keys.declared(), &name, overlap)
-        .await
-        .map_err(refusal)?;
+    let rotated = lifecycle::rotate(
+        &gateway.store,
+        &gateway.snapshot().keys.declared(),
+        &name,
+        overlap,
+    )
+    .await
+    .map_err(refusal)?;
     audit(&gateway, &rotated, "rotate_key");
     Ok(Json(rotated))
 }
