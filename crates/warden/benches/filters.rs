@@ -1,5 +1,6 @@
-//! Local filter cost: full scan throughput on a 100 KB prompt with the shipped rules, and
-//! the input stage's work (find the texts, scan them) on a typical 2 KB chat body.
+//! Local filter cost: full scan throughput on 100 KB prompts with the shipped rules (plain
+//! ASCII, mixed scripts, and one with secrets and PII sprinkled in so the slow paths run
+//! too), and the input stage's work (find the texts, scan them) on a typical 2 KB chat.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -15,13 +16,59 @@ const PARAGRAPH: &str =
 main drivers, compare them with last year, and suggest three actions for the sales team. \
 Contact the finance desk if numbers look off; the spreadsheet is attached as revenue-q3.xlsx. ";
 
-fn prompt(bytes: usize) -> String {
-    let mut text = String::with_capacity(bytes + PARAGRAPH.len());
+/// Accented Latin, CJK and an emoji between English sentences: what a multilingual
+/// support chat looks like, and text that cannot take an ASCII-only path.
+const MIXED: &[&str] = &[
+    PARAGRAPH,
+    "Le rapport trimestriel montre une croissance du chiffre d'affaires dans toutes les \
+régions ; résumez les facteurs clés et comparez-les avec l'année dernière. ",
+    "Der Quartalsbericht zeigt Umsatzwachstum in allen Regionen. Bitte fassen Sie die \
+wichtigsten Treiber zusammen und schlagen Sie drei Maßnahmen vor. ",
+    "四半期報告書では、すべての地域で売上が伸びています。主な要因をまとめてください。",
+    "季度报告显示所有地区的收入均有增长，请总结主要驱动因素。👍 ",
+];
+
+/// One line of leaked data per ~8 KB: keys the secret rules must redact and PII the
+/// PII rules must flag (the card number passes Luhn).
+const LEAKS: &[&str] = &[
+    "my key is sk-proj-Zx9Yw8Vu7Ts6Rq5Po4NmZx9Yw8Vu7Ts6Rq5Po4Nm, why does it fail? ",
+    "mail jane.doe@example.com or call +1 415 555 0134 about it. ",
+    "card 4111 1111 1111 1111 was charged twice. ",
+    "AWS AKIAIOSFODNN7EXAMPLE and ghp_abcdefghijklmnopqrstuvwxyz0123456789 leaked. ",
+];
+
+fn fill(bytes: usize, mut next: impl FnMut(usize) -> &'static str) -> String {
+    let mut text = String::with_capacity(bytes + 1024);
+    let mut i = 0;
     while text.len() < bytes {
-        text.push_str(PARAGRAPH);
+        text.push_str(next(i));
+        i += 1;
     }
-    text.truncate(bytes);
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
     text
+}
+
+fn prompt(bytes: usize) -> String {
+    fill(bytes, |_| PARAGRAPH)
+}
+
+fn mixed_prompt(bytes: usize) -> String {
+    fill(bytes, |i| MIXED[i % MIXED.len()])
+}
+
+fn leaky_prompt(bytes: usize) -> String {
+    // A paragraph is ~290 bytes: a leak every 28 paragraphs is one per ~8 KB.
+    fill(bytes, |i| {
+        if i % 28 == 27 {
+            LEAKS[(i / 28) % LEAKS.len()]
+        } else {
+            PARAGRAPH
+        }
+    })
 }
 
 fn chat_body() -> Vec<u8> {
@@ -42,13 +89,26 @@ fn chat_body() -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let scanner = Scanner::new(&FilterPolicy::default()).unwrap();
 
-    let big = prompt(100 * 1024);
+    let cases = [
+        ("100KB prompt", prompt(100 * 1024)),
+        ("100KB mixed-script prompt", mixed_prompt(100 * 1024)),
+        (
+            "100KB prompt with secrets and PII",
+            leaky_prompt(100 * 1024),
+        ),
+    ];
+    let leaky = &cases[2].1;
+    let found = scanner.scan(leaky).findings.len();
+    assert!(
+        found >= 18,
+        "the leaky prompt should find its leaks: {found}"
+    );
     let mut group = c.benchmark_group("scan");
-    group.throughput(Throughput::Bytes(big.len() as u64));
-    let mut fold = Normalizer::default();
-    group.bench_function("100KB prompt", |b| {
-        b.iter(|| scanner.scan_with(&mut fold, &big))
-    });
+    for (name, text) in &cases {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        let mut fold = Normalizer::default();
+        group.bench_function(*name, |b| b.iter(|| scanner.scan_with(&mut fold, text)));
+    }
     group.finish();
 
     let body_bytes = chat_body();
