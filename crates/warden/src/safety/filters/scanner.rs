@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{AhoCorasick, Anchored};
 use regex::bytes::Regex as BytesRegex;
 
 use super::checks;
@@ -34,7 +36,9 @@ pub struct Scanner {
     folded: Vec<(usize, BytesRegex)>,
     always: Vec<usize>,
     /// Literals every match of a folded regex contains, and the regexes each one admits.
-    anchors: Option<AhoCorasick>,
+    anchors: Option<DFA>,
+    /// The longest anchor: how far lanes of the anchor search overlap.
+    anchor_len: usize,
     anchor_rules: Vec<Vec<usize>>,
     keywords: Option<AhoCorasick>,
     keyword_rule: Vec<usize>,
@@ -118,12 +122,8 @@ impl Scanner {
         let anchors = if anchor_words.is_empty() {
             None
         } else {
-            // A full DFA: the fastest overlapping search, and the anchor set is small.
-            let anchors = AhoCorasick::builder()
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&anchor_words)
-                .map_err(|err| format!("rule anchors: {err}"))?;
-            Some(anchors)
+            // A full DFA with standard semantics: each state lists every anchor ending there.
+            Some(DFA::new(&anchor_words).map_err(|err| format!("rule anchors: {err}"))?)
         };
         let keywords = if words.is_empty() {
             None
@@ -138,6 +138,7 @@ impl Scanner {
             folded,
             always,
             anchors,
+            anchor_len: anchor_words.iter().map(Vec::len).max().unwrap_or(0),
             anchor_rules,
             keywords,
             keyword_rule,
@@ -214,13 +215,52 @@ impl Scanner {
             candidate[i] = true;
         }
         let mut left = candidate.iter().filter(|c| !**c).count();
-        if let Some(anchors) = &self.anchors {
-            for m in anchors.find_overlapping_iter(folded) {
-                if left == 0 {
-                    break;
+        let Some(dfa) = &self.anchors else {
+            return candidate;
+        };
+        let Ok(start) = dfa.start_state(Anchored::No) else {
+            // Cannot happen for an unanchored DFA; running every rule is the safe answer.
+            candidate.fill(true);
+            return candidate;
+        };
+        // The DFA is stepped by hand in `LANES` interleaved lanes over parts of the text:
+        // each step waits on the previous state's table load, so one lane is bound by
+        // memory latency while independent lanes overlap their loads. Parts overlap by an
+        // anchor's length, so an anchor across a seam is seen whole by the lane before.
+        // Marks the rules of every anchor ending in `state`; returns how many were new.
+        let mark = |state, candidate: &mut [bool]| {
+            let mut new = 0;
+            for k in 0..dfa.match_len(state) {
+                for &i in &self.anchor_rules[dfa.match_pattern(state, k).as_usize()] {
+                    new += usize::from(!std::mem::replace(&mut candidate[i], true));
                 }
-                for &i in &self.anchor_rules[m.pattern().as_usize()] {
-                    left -= usize::from(!std::mem::replace(&mut candidate[i], true));
+            }
+            new
+        };
+        let part = folded.len().div_ceil(LANES);
+        let lane = |k: usize| {
+            let from = (k * part).min(folded.len());
+            &folded[from..(from + part + self.anchor_len).min(folded.len())]
+        };
+        let lanes: [&[u8]; LANES] = std::array::from_fn(lane);
+        let common = lanes.iter().map(|l| l.len()).min().unwrap_or(0);
+        let mut states = [start; LANES];
+        for at in 0..common {
+            if left == 0 {
+                return candidate;
+            }
+            for (state, lane) in states.iter_mut().zip(&lanes) {
+                *state = dfa.next_state(Anchored::No, *state, lane[at]);
+                if dfa.is_special(*state) && dfa.is_match(*state) {
+                    left -= mark(*state, &mut candidate);
+                }
+            }
+        }
+        for (state, lane) in states.iter_mut().zip(&lanes) {
+            for &b in &lane[common..] {
+                *state = dfa.next_state(Anchored::No, *state, b);
+                if dfa.is_special(*state) && dfa.is_match(*state) {
+                    mark(*state, &mut candidate);
                 }
             }
         }
@@ -253,6 +293,9 @@ impl Scanner {
         });
     }
 }
+
+/// Interleaved lanes of the anchor search (see `candidates`).
+const LANES: usize = 4;
 
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
@@ -355,6 +398,21 @@ mod tests {
             }
         }
         assert!(!scanner.scan(&format!("{FILLER}forbiddenness")).blocks());
+    }
+
+    #[test]
+    fn a_folded_rule_is_found_at_every_offset_of_a_long_text() {
+        // The anchor search splits the text into lanes; an anchor across a seam counts.
+        let scanner = scanner_with(concat!(
+            "[[rule]]\nid = \"agenda\"\ncategory = \"ops\"\naction = \"block\"\n",
+            "on = \"normalized\"\nregex = 'hidden\\sagenda'\n",
+        ));
+        let words = "word ".repeat(80);
+        for at in (0..=words.len()).step_by(5) {
+            let text = format!("{}Hidden  Agenda {}", &words[..at], &words[at..]);
+            assert!(scanner.scan(&text).blocks(), "at {at}");
+        }
+        assert!(!scanner.scan(&words).blocks());
     }
 
     #[test]
