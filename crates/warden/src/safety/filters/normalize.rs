@@ -114,6 +114,15 @@ impl Normalizer {
         if c.is_ascii() {
             return self.push_ascii(c as u8);
         }
+        if is_caseless_letter(c) {
+            // What the general path below does for these, minus its table look-ups.
+            self.start_word();
+            self.word_letters = true;
+            let mut buf = [0u8; 4];
+            self.out
+                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            return;
+        }
         if let Some(ascii) = homoglyph(c) {
             // Turkish dotless i is a real letter there; fold it without counting it.
             self.word_glyphs += usize::from(c != 'ı');
@@ -264,7 +273,14 @@ fn nfkc(chars: impl Iterator<Item = char>, stretch: &mut String, mut each: impl 
 /// A normalization boundary before `c` (NFKC quick check "yes" and combining class 0).
 #[inline]
 fn starts_stretch(c: char) -> bool {
-    c.is_ascii() || is_stable(c)
+    c.is_ascii() || is_caseless_letter(c) || matches!(c, '\u{C0}'..='\u{FF}') || is_stable(c)
+}
+
+/// Han ideographs, kana and Hangul syllables: letters with no case, no look-alike and no
+/// NFKC change, which make up most of CJK text (a test checks every one of them).
+fn is_caseless_letter(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}'
+        | '\u{AC00}'..='\u{D7A3}')
 }
 
 fn is_stable(c: char) -> bool {
@@ -384,6 +400,18 @@ mod tests {
             nfkc(text.chars(), &mut stretch, |c| ours.push(c));
             let whole: String = text.nfkc().collect();
             assert_eq!(ours, whole, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_character_classes_agree_with_the_unicode_tables() {
+        for c in ('\u{80}'..='\u{FFFF}').filter(|&c| is_caseless_letter(c)) {
+            assert!(c.is_alphabetic() && !c.is_whitespace(), "{c:?}");
+            assert!(c.to_lowercase().eq([c]) && homoglyph(c).is_none(), "{c:?}");
+            assert!(!is_invisible(c) && is_stable(c), "{c:?}");
+        }
+        for c in '\u{C0}'..='\u{FF}' {
+            assert!(is_stable(c), "{c:?}");
         }
     }
 
