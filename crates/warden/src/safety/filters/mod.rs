@@ -8,6 +8,7 @@ mod jailbreak;
 pub mod learned;
 mod literals;
 pub mod normalize;
+mod prefixes;
 mod raw;
 pub mod rules;
 mod scanner;

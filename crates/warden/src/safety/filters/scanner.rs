@@ -14,6 +14,7 @@ use super::checks;
 use super::jailbreak::Structural;
 use super::literals;
 use super::normalize::Normalizer;
+use super::prefixes;
 use super::raw::{RawRules, REGEX_SIZE_LIMIT};
 use super::rules::{self, Action, Check, Pattern, Rule, Scope};
 use super::{CategoryAction, FilterPolicy, Finding, JailbreakPolicy, Scan};
@@ -105,7 +106,7 @@ impl Scanner {
         let (mut always, mut anchor_words) = (Vec::new(), Vec::<Vec<u8>>::new());
         let mut anchor_rules: Vec<Vec<usize>> = Vec::new();
         for (i, (_, re)) in folded.iter().enumerate() {
-            let Some(lits) = literals::required(re.as_str()) else {
+            let Some(lits) = best_anchors(re.as_str()) else {
                 always.push(i);
                 continue;
             };
@@ -291,6 +292,17 @@ impl Scanner {
             action: rule.action,
             span,
         });
+    }
+}
+
+/// The anchors of a folded-text regex: its openings when they are at least as long as
+/// the most selective literal inside it, else that literal. Either set is sound.
+fn best_anchors(re: &str) -> Option<Vec<Vec<u8>>> {
+    let shortest = |set: &Vec<Vec<u8>>| set.iter().map(Vec::len).min().unwrap_or(0);
+    match (prefixes::of_folded(re), literals::required(re)) {
+        (Some(open), Some(inner)) if shortest(&open) < shortest(&inner) => Some(inner),
+        (Some(open), _) => Some(open),
+        (None, inner) => inner,
     }
 }
 
