@@ -2,13 +2,17 @@
 //! network. `Scanner::scan(&str)` is the whole API: the input stage and output checks both
 //! call it and act on the findings.
 
+mod ascii_fold;
 mod checks;
 mod jailbreak;
 pub mod learned;
 mod literals;
 pub mod normalize;
+mod prefixes;
+mod raw;
 pub mod rules;
 mod scanner;
+mod spaced;
 
 use std::ops::Range;
 use std::path::PathBuf;

@@ -1,9 +1,11 @@
 //! Folds text into the one form every keyword and jailbreak rule is written against:
 //! NFKC, lower case, common homoglyphs to ASCII, zero-width characters dropped, whitespace
 //! collapsed, leetspeak inside words undone, and spaced-out letters (`k i l l`) joined.
-//! It works on bytes so the hot ASCII path is one tight loop with no allocation per char.
+//! Pure-ASCII text takes a bulk path (`ascii_fold`); other text goes character by
+//! character, with NFKC applied only where it can change something.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::canonical_combining_class;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// What the fold saw besides the folded text: signals for the jailbreak detector.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct Normalizer {
     from_glyph: bool,
     leet_before_letter: bool,
     last_leet: bool,
+    /// Characters NFKC must see together (reused between texts).
+    stretch: String,
 }
 
 impl Normalizer {
@@ -44,39 +48,80 @@ impl Normalizer {
         self.leet_before_letter = false;
         self.last_leet = false;
         if input.is_ascii() {
-            for &b in input.as_bytes() {
-                // Hot path: a lower-case letter inside a word with no leetspeak before it
-                // does exactly what `push_ascii` would, minus the bookkeeping.
-                if b.is_ascii_lowercase() && self.in_word && !self.last_leet {
-                    self.word_letters = true;
-                    self.word_ascii = true;
-                    self.out.push(b);
-                } else {
-                    self.push_ascii(b);
-                }
-            }
+            super::ascii_fold::fold(input.as_bytes(), &mut self.out);
         } else {
-            let mut invisible = 0;
-            let visible = input.chars().filter(|&c| {
-                let hidden = is_invisible(c);
+            self.fold_chars(input);
+        }
+        self.end_word();
+        super::spaced::join(&mut self.out);
+        &self.out
+    }
+
+    /// The fold by the per-character path alone, whatever the text: the reference the
+    /// bulk ASCII path is tested against.
+    #[cfg(test)]
+    pub(super) fn fold_by_char(&mut self, input: &str) -> &[u8] {
+        self.out.clear();
+        self.signals = Signals::default();
+        self.fold_chars(input);
+        self.end_word();
+        super::spaced::join(&mut self.out);
+        &self.out
+    }
+
+    /// The per-character fold: invisible characters dropped, then NFKC, then each
+    /// character folded. NFKC runs only on the stretches it can change (see `nfkc`), and
+    /// ASCII runs skip it: an ASCII byte is its own NFKC unless a combining mark follows,
+    /// so only the last byte of a run goes along with the non-ASCII text after it.
+    fn fold_chars(&mut self, input: &str) {
+        let bytes = input.as_bytes();
+        let mut invisible = 0;
+        let mut stretch = std::mem::take(&mut self.stretch);
+        let mut at = 0;
+        while at < bytes.len() {
+            let run_end = bytes[at..]
+                .iter()
+                .position(|b| !b.is_ascii())
+                .map_or(bytes.len(), |i| at + i);
+            let plain_end = if run_end == bytes.len() {
+                run_end
+            } else {
+                run_end.saturating_sub(1).max(at)
+            };
+            for &b in &bytes[at..plain_end] {
+                self.push_ascii(b);
+            }
+            let next_run = bytes[run_end..]
+                .iter()
+                .position(u8::is_ascii)
+                .map_or(bytes.len(), |i| run_end + i);
+            // Both ends are ASCII bytes or the text's ends: character boundaries.
+            let visible = input[plain_end..next_run].chars().filter(|&c| {
+                let hidden = !c.is_ascii() && is_invisible(c);
                 // Emoji sequences use the joiner and variation selectors legitimately.
                 invisible +=
                     usize::from(hidden && !matches!(c, '\u{200D}' | '\u{FE00}'..='\u{FE0F}'));
                 !hidden
             });
-            for c in visible.nfkc() {
-                self.push_char(c);
-            }
-            self.signals.invisible = invisible;
+            nfkc(visible, &mut stretch, |c| self.push_char(c));
+            at = next_run;
         }
-        self.end_word();
-        join_spaced_letters(&mut self.out);
-        &self.out
+        self.stretch = stretch;
+        self.signals.invisible = invisible;
     }
 
     fn push_char(&mut self, c: char) {
         if c.is_ascii() {
             return self.push_ascii(c as u8);
+        }
+        if is_caseless_letter(c) {
+            // What the general path below does for these, minus its table look-ups.
+            self.start_word();
+            self.word_letters = true;
+            let mut buf = [0u8; 4];
+            self.out
+                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            return;
         }
         if let Some(ascii) = homoglyph(c) {
             // Turkish dotless i is a real letter there; fold it without counting it.
@@ -205,43 +250,41 @@ fn homoglyph(c: char) -> Option<u8> {
     })
 }
 
-/// `k i l l`, `k.i.l.l` and `k-i-l-l` become `kill`: three or more single letters, each
-/// separated by exactly one space, dot, dash, underscore or star.
-fn join_spaced_letters(out: &mut Vec<u8>) {
-    let n = out.len();
-    let single = |i: usize, out: &[u8]| -> bool {
-        out[i].is_ascii_alphanumeric()
-            && (i == 0 || !out[i - 1].is_ascii_alphanumeric())
-            && (i + 1 == n || !out[i + 1].is_ascii_alphanumeric())
-    };
-    let sep = |b: u8| matches!(b, b' ' | b'.' | b'-' | b'_' | b'*');
-    let (mut read, mut write) = (0, 0);
-    while read < n {
-        // Measure a run of single letters starting here.
-        let mut end = read;
-        let mut count = 0;
-        while end < n && single(end, out) {
-            count += 1;
-            if end + 2 < n && sep(out[end + 1]) && single(end + 2, out) {
-                end += 2;
-            } else {
-                end += 1;
-                break;
-            }
+/// NFKC of `chars`, handed to `each`. A character that is its own NFKC and has combining
+/// class 0 cannot combine with, or reorder against, anything before it, so the text splits
+/// there into stretches that normalize independently; a stretch of one such character
+/// (almost every character of real text) is passed through without the NFKC machinery.
+fn nfkc(chars: impl Iterator<Item = char>, stretch: &mut String, mut each: impl FnMut(char)) {
+    let mut chars = chars.peekable();
+    while let Some(c) = chars.next() {
+        if starts_stretch(c) && chars.peek().is_none_or(|&next| starts_stretch(next)) {
+            each(c);
+            continue;
         }
-        if count >= 3 {
-            for i in (read..end).step_by(2) {
-                out[write] = out[i];
-                write += 1;
-            }
-            read = end;
-        } else {
-            out[write] = out[read];
-            write += 1;
-            read += 1;
+        stretch.clear();
+        stretch.push(c);
+        while let Some(next) = chars.next_if(|&next| !starts_stretch(next)) {
+            stretch.push(next);
         }
+        stretch.nfkc().for_each(&mut each);
     }
-    out.truncate(write);
+}
+
+/// A normalization boundary before `c` (NFKC quick check "yes" and combining class 0).
+#[inline]
+fn starts_stretch(c: char) -> bool {
+    c.is_ascii() || is_caseless_letter(c) || matches!(c, '\u{C0}'..='\u{FF}') || is_stable(c)
+}
+
+/// Han ideographs, kana and Hangul syllables: letters with no case, no look-alike and no
+/// NFKC change, which make up most of CJK text (a test checks every one of them).
+fn is_caseless_letter(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}'
+        | '\u{AC00}'..='\u{D7A3}')
+}
+
+fn is_stable(c: char) -> bool {
+    canonical_combining_class(c) == 0 && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
 }
 
 #[cfg(test)]
@@ -305,6 +348,71 @@ mod tests {
         let mut n = Normalizer::default();
         n.fold("Привет, как дела");
         assert_eq!(n.signals.homoglyphs, 0);
+    }
+
+    /// A small deterministic generator, so failures reproduce.
+    fn texts(alphabet: &[&str], count: usize, max_len: usize) -> Vec<String> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        (0..count)
+            .map(|_| {
+                let len = next() % max_len;
+                (0..len)
+                    .map(|_| alphabet[next() % alphabet.len()])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bulk_ascii_path_equals_the_per_character_path() {
+        let alphabet = [
+            "a", "b", "K", "I", "l", "Z", "0", "1", "2", "3", "4", "5", "6", "7", "9", "@", "$",
+            " ", " ", " ", "  ", "\t", "\n", "\r", "\x0b", ".", "-", "_", "*", ",", "!", "h4ck",
+            "1gn0re", "gpt4", "k i l l", "D.A.N", "word", "\x00",
+        ];
+        let (mut bulk, mut by_char) = (Normalizer::default(), Normalizer::default());
+        for text in texts(&alphabet, 20_000, 60) {
+            let fast = bulk.fold(&text).to_vec();
+            assert_eq!(fast, by_char.fold_by_char(&text), "{text:?}");
+            assert_eq!(bulk.signals, Signals::default());
+        }
+    }
+
+    #[test]
+    fn nfkc_by_stretches_equals_nfkc_of_the_whole_text() {
+        // Starters, combining marks out of order, compatibility forms, Hangul jamo that
+        // compose across what looks like a boundary, and characters that decompose.
+        let alphabet = [
+            "a", "e", "A", " ", "é", "\u{301}", "\u{323}", "\u{308}", "\u{327}", "ﬁ", "Ａ", "①",
+            "\u{1100}", "\u{1161}", "\u{11A8}", "\u{3161}", "가", "\u{AC00}", "Å", "\u{212B}", "ｶ",
+            "\u{FF9E}", "カ", "\u{3099}", "ﾞ", "你", "\u{0F73}", "ǅ", "²", "\u{1E9B}", "\u{0344}",
+            "\u{0958}", "\u{2126}",
+        ];
+        let mut stretch = String::new();
+        for text in texts(&alphabet, 20_000, 12) {
+            let mut ours = String::new();
+            nfkc(text.chars(), &mut stretch, |c| ours.push(c));
+            let whole: String = text.nfkc().collect();
+            assert_eq!(ours, whole, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_character_classes_agree_with_the_unicode_tables() {
+        for c in ('\u{80}'..='\u{FFFF}').filter(|&c| is_caseless_letter(c)) {
+            assert!(c.is_alphabetic() && !c.is_whitespace(), "{c:?}");
+            assert!(c.to_lowercase().eq([c]) && homoglyph(c).is_none(), "{c:?}");
+            assert!(!is_invisible(c) && is_stable(c), "{c:?}");
+        }
+        for c in '\u{C0}'..='\u{FF}' {
+            assert!(is_stable(c), "{c:?}");
+        }
     }
 
     #[test]
