@@ -101,6 +101,13 @@ impl Structural {
 /// form feeds, ESC (coloured terminal output) and the record separators of pasted data
 /// are left alone.
 fn control_characters(raw: &str) -> Option<f32> {
+    // Almost no prompt holds one: a branch-free pass (it vectorizes) rules them out first.
+    let any = raw.bytes().fold(false, |seen, b| {
+        seen | (b <= 0x07) | (0x0e..=0x1a).contains(&b) | (b == 0x08) | (b == 0x7f)
+    });
+    if !any {
+        return None;
+    }
     let mut weight: Option<f32> = None;
     for &b in raw.as_bytes() {
         let w = match b {
@@ -124,18 +131,18 @@ fn encoded_blob(raw: &str, known: &[std::ops::Range<usize>]) -> Option<f32> {
             continue;
         }
         let start = i;
-        let (mut upper, mut lower, mut digit) = (false, false, false);
         while i < bytes.len() && is_b64(bytes[i]) {
-            upper |= bytes[i].is_ascii_uppercase();
-            lower |= bytes[i].is_ascii_lowercase();
-            digit |= bytes[i].is_ascii_digit();
             i += 1;
-        }
-        if known.iter().any(|k| k.contains(&start)) {
-            continue;
         }
         let run = &bytes[start..i];
         let len = run.len();
+        // Shorter runs are ordinary words; most of a prompt ends here.
+        if len < MIN_ENCODED_RUN || known.iter().any(|k| k.contains(&start)) {
+            continue;
+        }
+        let upper = run.iter().any(u8::is_ascii_uppercase);
+        let lower = run.iter().any(u8::is_ascii_lowercase);
+        let digit = run.iter().any(u8::is_ascii_digit);
         let hex = run.iter().all(u8::is_ascii_hexdigit) && digit && len >= 16;
         // Base64 mixes cases and digits; long words and identifiers rarely do all three.
         let b64 = upper && lower && digit && len >= 24 && !run.contains(&b'/');
@@ -151,9 +158,24 @@ fn encoded_blob(raw: &str, known: &[std::ops::Range<usize>]) -> Option<f32> {
     best
 }
 
+/// The shortest run either kind of payload below can be (hex: 16, base64: 24).
+const MIN_ENCODED_RUN: usize = 16;
+
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='
+    B64[usize::from(b)]
 }
+
+/// `is_b64` as a table: the run scan touches every byte of the prompt.
+static B64: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=';
+        b += 1;
+    }
+    table
+};
 
 /// GCG-style suffixes: a run of short junk tokens (brackets, stray punctuation) that no
 /// human writes, e.g. `[ [ [ [` or `) ! ! ! !`.
