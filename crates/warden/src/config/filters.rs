@@ -21,6 +21,7 @@ section! {
     pub struct RawJailbreak {
         block_threshold: f64,
         flag_threshold: f64,
+        score_instructions: bool,
     }
 }
 
@@ -100,6 +101,9 @@ pub fn apply(
         policy.jailbreak = JailbreakPolicy {
             block_threshold: block,
             flag_threshold: flag.min(block),
+            score_instructions: raw
+                .score_instructions
+                .unwrap_or(defaults.score_instructions),
         };
     }
 }

@@ -26,6 +26,10 @@ pub struct TextRef<'a> {
     pub span: Range<usize>,
     /// The decoded text.
     pub text: Cow<'a, str>,
+    /// Written by the application, not its end user: a `system` or `developer` message, or
+    /// responses `instructions`. Jailbreak scoring skips these by default: a system prompt
+    /// is full of rules and personas ("you are…, never reveal…") and is not an attack.
+    pub instructions: bool,
 }
 
 /// Every user-controlled text of the body. Moderations are never filtered (checking text
@@ -37,7 +41,7 @@ pub fn texts(endpoint: Endpoint, body: &JsonBody) -> Vec<TextRef<'_>> {
         Endpoint::ChatCompletions => walker.field(body, "messages", Walker::messages),
         Endpoint::Responses => {
             walker.field(body, "input", Walker::responses_input);
-            walker.field(body, "instructions", Walker::string);
+            walker.field(body, "instructions", Walker::instructions);
         }
         Endpoint::Completions => walker.field(body, "prompt", Walker::string_or_strings),
         Endpoint::Embeddings => walker.field(body, "input", Walker::string_or_strings),
@@ -100,6 +104,7 @@ struct At<'a, 'p> {
     field: &'static str,
     base: &'a str,
     path: &'p str,
+    instructions: bool,
 }
 
 impl<'a> Walker<'_, 'a> {
@@ -114,6 +119,7 @@ impl<'a> Walker<'_, 'a> {
                 field: name,
                 base: raw.get(),
                 path: name,
+                instructions: false,
             };
             walk(self, at, raw);
         }
@@ -130,6 +136,7 @@ impl<'a> Walker<'_, 'a> {
             param: at.path.to_owned(),
             span: start..start + literal.len(),
             text,
+            instructions: at.instructions,
         });
     }
 
@@ -145,9 +152,15 @@ impl<'a> Walker<'_, 'a> {
     /// assistant `refusal` and tool-call arguments, whatever the role.
     fn messages(&mut self, at: At<'a, '_>, raw: &'a RawValue) {
         for (i, message) in array(raw).into_iter().enumerate() {
-            for (key, value) in object(message) {
+            let entries = object(message);
+            let instructions = from_the_application(&entries);
+            for (key, value) in entries {
                 let path = format!("{}[{i}].{key}", at.path);
-                let at = At { path: &path, ..at };
+                let at = At {
+                    path: &path,
+                    instructions,
+                    ..at
+                };
                 match key.as_str() {
                     "content" => self.content(at, value),
                     "name" | "refusal" => self.string(at, value),
@@ -190,9 +203,15 @@ impl<'a> Walker<'_, 'a> {
     fn responses_input(&mut self, at: At<'a, '_>, raw: &'a RawValue) {
         self.string(at, raw);
         for (i, item) in array(raw).into_iter().enumerate() {
-            for (key, value) in object(item) {
+            let entries = object(item);
+            let instructions = from_the_application(&entries);
+            for (key, value) in entries {
                 let path = format!("{}[{i}].{key}", at.path);
-                let at = At { path: &path, ..at };
+                let at = At {
+                    path: &path,
+                    instructions,
+                    ..at
+                };
                 match key.as_str() {
                     "content" => self.content(at, value),
                     "output" | "arguments" => self.string(at, value),
@@ -201,6 +220,26 @@ impl<'a> Walker<'_, 'a> {
             }
         }
     }
+}
+
+impl<'a> Walker<'_, 'a> {
+    /// Responses `instructions`: the application's system prompt.
+    fn instructions(&mut self, at: At<'a, '_>, raw: &'a RawValue) {
+        self.string(
+            At {
+                instructions: true,
+                ..at
+            },
+            raw,
+        );
+    }
+}
+
+/// Whether a message's `role` says the application wrote it (`system`, `developer`).
+fn from_the_application(entries: &[(String, &RawValue)]) -> bool {
+    entries
+        .iter()
+        .any(|(k, v)| k == "role" && matches!(v.get(), r#""system""# | r#""developer""#))
 }
 
 /// A JSON string literal's text; borrowed when it has no escapes.

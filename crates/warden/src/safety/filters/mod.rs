@@ -45,6 +45,9 @@ pub struct JailbreakPolicy {
     pub block_threshold: f32,
     /// Scores at or above this are recorded.
     pub flag_threshold: f32,
+    /// Also score system/developer messages and responses `instructions` (off: the
+    /// application wrote them, and system prompts read like rule-setting personas).
+    pub score_instructions: bool,
 }
 
 impl Default for JailbreakPolicy {
@@ -52,6 +55,7 @@ impl Default for JailbreakPolicy {
         JailbreakPolicy {
             block_threshold: 0.8,
             flag_threshold: 0.5,
+            score_instructions: false,
         }
     }
 }
