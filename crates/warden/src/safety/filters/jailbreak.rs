@@ -86,7 +86,14 @@ impl Structural {
             .as_ref()
             .and_then(|model| model.judge(folded, &out.families, out.cues));
         if let Some(score) = judged {
-            out.score = score;
+            // Wording alone is weak evidence: the judge learned from a few hundred prompts
+            // and reads ordinary long messages (a customer-service chat) as attacks. It
+            // confirms or dismisses what the rules found; with no rule cue it cannot flag.
+            out.score = if out.families.is_empty() && score < UNCORROBORATED_SURE {
+                score.min(UNCORROBORATED_CAP)
+            } else {
+                score
+            };
             // The trainer pins the judge's flag operating point at 0.5: below it the
             // wording is no reason worth naming.
             if score >= 0.5 && score > out.cues && !out.families.contains(&self.phrasing) {
@@ -95,6 +102,13 @@ impl Structural {
         }
     }
 }
+
+/// The highest score the learned judge gives a text no rule cue fired on: below the
+/// default flag threshold (0.5).
+const UNCORROBORATED_CAP: f32 = 0.45;
+
+/// A judge score this high stands on its own.
+const UNCORROBORATED_SURE: f32 = 0.9;
 
 /// Characters that change what a human reviewer sees: backspace and delete rub out the
 /// letter before them; other C0 controls have no place in typed text. Tab, line breaks,
