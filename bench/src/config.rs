@@ -70,6 +70,10 @@ end_user = "required"
 /// Appended for `--event-store false`: events reach the log line and metrics only.
 pub const EVENT_STORE_OFF: &str = "\n[events]\nstore = false\n";
 
+/// Appended for the content-safety run's pass-through Warden: streams are relayed as they
+/// come instead of being held back and moderated window by window.
+pub const OUTPUT_MODERATION_OFF: &str = "\n[safety.moderation.output]\nenabled = false\n";
+
 const CORE: &str = r#"
 [limits]
 enabled = false
@@ -141,6 +145,23 @@ mod tests {
         assert_eq!(
             full["limits"]["tiers"]["verified"]["concurrency"].as_integer(),
             Some(100_000)
+        );
+    }
+
+    #[test]
+    fn output_moderation_off_only_touches_the_output_side() {
+        let mut text = warden_config(
+            Pipeline::Full,
+            "127.0.0.1:4100".parse().unwrap(),
+            Path::new("/tmp/x/warden.db"),
+        );
+        text.push_str(OUTPUT_MODERATION_OFF);
+        let c: toml::Table = text.parse().unwrap();
+        let moderation = c["safety"]["moderation"].as_table().unwrap();
+        assert_eq!(moderation["output"]["enabled"].as_bool(), Some(false));
+        assert!(
+            moderation.get("enabled").is_none(),
+            "input moderation stays at its default"
         );
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Starts both release binaries on loopback, drives them with an open-loop generator at fixed
 //! rates, and reports p50/p99/p99.9, the overhead Warden adds, and Warden's RSS.
+//! `warden-bench moderation` measures content safety instead (`safety/`).
 
 mod config;
 mod load;
@@ -10,6 +11,7 @@ mod proc_stats;
 mod procs;
 mod report;
 mod run;
+mod safety;
 mod session;
 mod tally;
 mod workload;
@@ -25,8 +27,10 @@ use crate::run::{Mode, Plan};
 
 /// Open-loop latency benchmark: the stand-in upstream directly vs through Warden.
 #[derive(Debug, Parser)]
-#[command(name = "warden-bench")]
+#[command(name = "warden-bench", args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Request rates to measure, requests per second, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
     rates: Vec<f64>,
@@ -69,6 +73,92 @@ struct Args {
     /// [default: the directory of this executable, i.e. target/release].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Content safety: what a multi-turn conversation sends to the Moderation endpoint
+    /// (against re-moderating it whole every turn), and the time to first and last token that
+    /// output moderation adds to streams. Exits non-zero if a turn re-sent moderated text.
+    Moderation(ModerationArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ModerationArgs {
+    /// Turns of the conversation (each resends the whole history plus one new message).
+    #[arg(long, default_value_t = 20)]
+    turns: usize,
+    /// Streamed requests per target (direct, relay Warden, moderating Warden); 0 skips them.
+    #[arg(long, default_value_t = 100)]
+    streams: usize,
+    /// Streams in flight at once per target (each round runs one target at a time).
+    #[arg(long, default_value_t = 5)]
+    parallel: usize,
+    /// Content chunks per streamed answer.
+    #[arg(long, default_value_t = 50)]
+    chunks: usize,
+    /// Characters per content chunk.
+    #[arg(long, default_value_t = 24)]
+    chunk_chars: usize,
+    /// The stand-in's pause between chunks, ms.
+    #[arg(long, default_value_t = 20)]
+    chunk_delay_ms: u64,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench/results/moderation.json")]
+    out: PathBuf,
+    /// Directory holding the `warden` and `standin` release binaries
+    /// [default: the directory of this executable, i.e. target/release].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+impl ModerationArgs {
+    fn options(&self) -> anyhow::Result<safety::Options> {
+        anyhow::ensure!(
+            (1..=200).contains(&self.turns),
+            "--turns must be in 1..=200"
+        );
+        anyhow::ensure!(self.streams <= 10_000, "--streams must be at most 10000");
+        anyhow::ensure!(
+            (1..=64).contains(&self.parallel),
+            "--parallel must be in 1..=64"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.chunks),
+            "--chunks must be in 1..=1000"
+        );
+        anyhow::ensure!(
+            (1..=200).contains(&self.chunk_chars),
+            "--chunk-chars must be in 1..=200"
+        );
+        anyhow::ensure!(
+            self.chunk_delay_ms <= 1000,
+            "--chunk-delay-ms must be at most 1000"
+        );
+        let bin_dir = bin_dir(self.bin_dir.as_ref())?;
+        let settings = json!({
+            "bin_dir": bin_dir.display().to_string(),
+            "pipeline": "full (every stage at its defaults, limits raised); relay: the same with [safety.moderation.output] enabled = false",
+            "turns": self.turns,
+            "streams_per_target": self.streams,
+            "parallel": self.parallel,
+            "chunks": self.chunks,
+            "chunk_chars": self.chunk_chars,
+            "chunk_delay_ms": self.chunk_delay_ms,
+        });
+        Ok(safety::Options {
+            bin_dir,
+            turns: self.turns,
+            streams: self.streams,
+            parallel: self.parallel,
+            shape: safety::Shape {
+                chunks: self.chunks,
+                chunk_chars: self.chunk_chars,
+                chunk_delay_ms: self.chunk_delay_ms,
+            },
+            settings,
+        })
+    }
 }
 
 impl Args {
@@ -120,13 +210,7 @@ impl Args {
     }
 
     fn bin_dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(dir) = &self.bin_dir {
-            return Ok(dir.clone());
-        }
-        let exe = std::env::current_exe().context("locating this executable")?;
-        exe.parent()
-            .map(PathBuf::from)
-            .context("this executable has no parent directory")
+        bin_dir(self.bin_dir.as_ref())
     }
 
     fn settings_json(&self, plan: &Plan, bin_dir: &std::path::Path) -> serde_json::Value {
@@ -157,8 +241,22 @@ impl Args {
     }
 }
 
+/// `--bin-dir`, or the directory of this executable.
+fn bin_dir(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    exe.parent()
+        .map(PathBuf::from)
+        .context("this executable has no parent directory")
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Moderation(moderation)) = &args.command {
+        return run_moderation(moderation);
+    }
     let plan = args.plan()?;
     let bin_dir = args.bin_dir()?;
     let settings = args.settings_json(&plan, &bin_dir);
@@ -175,4 +273,12 @@ fn main() -> anyhow::Result<()> {
     report.write_json(&args.out)?;
     eprintln!("warden-bench: results written to {}", args.out.display());
     Ok(())
+}
+
+fn run_moderation(args: &ModerationArgs) -> anyhow::Result<()> {
+    let report = safety::run(&args.options()?)?;
+    report.print()?;
+    report.write_json(&args.out)?;
+    eprintln!("warden-bench: results written to {}", args.out.display());
+    report.check()
 }

@@ -107,12 +107,23 @@ pub fn start_warden(
     pipeline: Pipeline,
     event_store: bool,
 ) -> anyhow::Result<(Server, SocketAddr)> {
-    let config_path = scratch.path().join("warden.toml");
     let db = scratch.path().join("warden.db");
     let mut config = warden_config(pipeline, standin, &db);
     if !event_store {
         config.push_str(EVENT_STORE_OFF);
     }
+    start_warden_with(bin_dir, scratch, "warden", &config)
+}
+
+/// A Warden named `name` (its config, output and, by convention, its database file carry the
+/// name, so several can share one scratch directory) running the config text `config`.
+pub fn start_warden_with(
+    bin_dir: &Path,
+    scratch: &Scratch,
+    name: &'static str,
+    config: &str,
+) -> anyhow::Result<(Server, SocketAddr)> {
+    let config_path = scratch.path().join(format!("{name}.toml"));
     std::fs::write(&config_path, config).context("writing the Warden config")?;
     let mut command = Command::new(binary(bin_dir, "warden")?);
     command
@@ -123,7 +134,7 @@ pub fn start_warden(
         .env("BENCH_SAFETY_SECRET", SAFETY_SECRET)
         .env("BENCH_KEY", VIRTUAL_KEY)
         .env_remove("RUST_LOG");
-    let mut server = spawn("warden", command, scratch)?;
+    let mut server = spawn(name, command, scratch)?;
     let line = wait_for_line(&mut server, scratch, "warden listening on ")?;
     let addr = parse_warden_line(&line)?;
     Ok((server, addr))
