@@ -59,8 +59,9 @@ impl Observation {
                 }
                 "local_filters" => {
                     // `jailbreak 0.93 [...] at …` or `<category>:<rule> <action> at …`.
+                    // A replayed earlier turn was observed when it was new.
                     let head = finding.note.split([' ', ':']).next().unwrap_or("");
-                    if !head.is_empty() {
+                    if !head.is_empty() && head != "jailbreak_replayed" {
                         categories.push(head.to_owned());
                     }
                 }

@@ -153,6 +153,12 @@ mod tests {
     fn clean_or_anonymous_requests_cost_nothing() {
         let c = Config::from_toml("").unwrap().enforcement;
         assert!(offence_in(&record(&["local_filters:secrets:aws redact at x"]), &c).is_none());
+        // A flagged turn the client sends again was counted when it was new.
+        assert!(offence_in(
+            &record(&["local_filters:jailbreak_replayed 0.70 [x] at messages[0].content"]),
+            &c
+        )
+        .is_none());
         let mut anonymous = record(&["blocked:hate"]);
         anonymous.end_user = None;
         assert!(offence_in(&anonymous, &c).is_none());

@@ -51,6 +51,18 @@ pub fn texts(endpoint: Endpoint, body: &JsonBody) -> Vec<TextRef<'_>> {
     out
 }
 
+/// `messages[7].` / `input[3].`: the conversation item the client added last, where a
+/// body carries a conversation; texts outside it are earlier turns sent again, judged
+/// when they were new (so they must not earn a second strike).
+pub fn newest_item(texts: &[TextRef<'_>]) -> Option<String> {
+    let last = texts.last()?;
+    if !matches!(last.field, "messages" | "input") {
+        return None;
+    }
+    let end = last.param.find(']')?;
+    Some(format!("{}.", &last.param[..=end]))
+}
+
 /// A new value for one text, found by [`texts`].
 #[derive(Debug, Clone)]
 pub struct Replacement {

@@ -96,10 +96,23 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
     } else {
         ctx.audit.moderated = true;
     }
+    let newest = match (&checked.flagged[..], ctx.body.as_ref()) {
+        ([], _) | (_, None) => None,
+        (_, Some(body)) => {
+            crate::safety::text::newest_item(&crate::safety::text::texts(ctx.endpoint, body))
+        }
+    };
     for hit in &checked.flagged {
+        // A replayed earlier turn (its scores come from the cache) was counted when new.
+        let replayed = newest.as_deref().is_some_and(|n| !hit.param.starts_with(n));
         ctx.findings.push(Finding {
             stage: STAGE,
-            note: format!("flag:{}:{}", hit.param, hit.categories.names().join(",")),
+            note: format!(
+                "{}:{}:{}",
+                if replayed { "flag_replayed" } else { "flag" },
+                hit.param,
+                hit.categories.names().join(",")
+            ),
         });
         ctx.audit.flags.push(flags::of_hit(STAGE, flags::FLAG, hit));
     }
