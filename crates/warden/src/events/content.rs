@@ -81,7 +81,10 @@ impl Excerpts {
     /// Redacts first (a secret cut in half by the length cap would no longer match), then
     /// cuts to `chars` characters.
     pub fn redact(&self, text: &str) -> String {
-        let scan = self.scanner.scan(text);
+        let scan = self.scanner.findings_with(
+            &mut crate::safety::filters::normalize::Normalizer::default(),
+            text,
+        );
         let redacted = scan.redacted(text).unwrap_or_else(|| text.to_owned());
         match redacted.char_indices().nth(self.chars) {
             Some((cut, _)) => format!("{}…", &redacted[..cut]),

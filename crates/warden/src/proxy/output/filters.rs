@@ -62,7 +62,7 @@ pub fn answer(scanner: &Scanner, endpoint: Endpoint, answer: &mut Value) -> Filt
     }
     let mut fold = Normalizer::default();
     text::visit_answer_mut(endpoint, answer, |index, param, text| {
-        let scan = scanner.scan_with(&mut fold, text);
+        let scan = scanner.findings_with(&mut fold, text);
         if scan.findings.is_empty() {
             return;
         }
@@ -89,7 +89,7 @@ pub fn snapshot(scanner: &Scanner, event: &mut Value) -> (bool, Option<String>) 
     let mut changed = false;
     let mut blocked: Option<String> = None;
     walk(event, &mut |text: &mut String| {
-        let scan = scanner.scan_with(&mut fold, text);
+        let scan = scanner.findings_with(&mut fold, text);
         if let Some(hit) = scan.findings.iter().find(|f| f.action == Action::Block) {
             blocked.get_or_insert_with(|| hit.category.to_string());
         } else if let Some(redacted) = scan.redacted(text) {
@@ -103,7 +103,7 @@ pub fn snapshot(scanner: &Scanner, event: &mut Value) -> (bool, Option<String>) 
 /// `text` with every secret (a redact or block rule's match) replaced, for sending it to
 /// the Moderation endpoint: what the client will never see does not travel there either.
 pub fn masked(scanner: &Scanner, text: String) -> String {
-    let mut scan = scanner.scan(&text);
+    let mut scan = scanner.findings_with(&mut Normalizer::default(), &text);
     if scan.findings.is_empty() {
         return text;
     }

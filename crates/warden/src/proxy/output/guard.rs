@@ -188,7 +188,7 @@ impl Guard {
             };
             let text = format!("{}{}", lane.context, lane.held);
             let base = lane.start - lane.context.len();
-            let scan = self.scanner.scan_with(&mut self.fold, &text);
+            let scan = self.scanner.findings_with(&mut self.fold, &text);
             for finding in &scan.findings {
                 if finding.action == Action::Score {
                     continue;

@@ -162,6 +162,17 @@ impl Scanner {
 
     /// Scans one text, reusing the fold buffer of earlier scans.
     pub fn scan_with(&self, fold: &mut Normalizer, text: &str) -> Scan {
+        self.scan_inner(fold, text, true)
+    }
+
+    /// The rule findings of one text without the jailbreak judgement (structural cues and
+    /// the learned judge, about half a scan): for what the model wrote back and for event
+    /// excerpts, where only secrets, PII and keyword rules act.
+    pub fn findings_with(&self, fold: &mut Normalizer, text: &str) -> Scan {
+        self.scan_inner(fold, text, false)
+    }
+
+    fn scan_inner(&self, fold: &mut Normalizer, text: &str, judge_jailbreak: bool) -> Scan {
         let mut scan = Scan::default();
         if !self.enabled {
             return scan;
@@ -204,8 +215,10 @@ impl Scanner {
                 }
             }
         }
-        self.structural
-            .score(text, folded, signals, &known, &mut scan.jailbreak);
+        if judge_jailbreak {
+            self.structural
+                .score(text, folded, signals, &known, &mut scan.jailbreak);
+        }
         scan
     }
 
