@@ -36,6 +36,7 @@ fn context() -> RequestContext {
         incoming: None,
         raw_body: Bytes::from_static(BODY),
         body: JsonBody::parse(BODY).ok(),
+        texts: Default::default(),
         model: Some("gpt-4o-mini".into()),
         stream: false,
         key: Some(Arc::new(VirtualKey {

@@ -15,7 +15,6 @@ use warden::json_body::JsonBody;
 use warden::safety::filters::learned::LinearModel;
 use warden::safety::filters::normalize::Normalizer;
 use warden::safety::filters::{FilterPolicy, Scanner};
-use warden::safety::text;
 
 const PARAGRAPH: &str =
     "The quarterly report shows revenue growth across all regions. Please summarise the \
@@ -139,7 +138,9 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     group.bench_function(format!("{} B chat", body_bytes.len()), |b| {
         b.iter(|| {
             let mut fold = Normalizer::default();
-            text::texts(Endpoint::ChatCompletions, &body)
+            warden::openai::extract(Endpoint::ChatCompletions, &body, None)
+                .unwrap_or_default()
+                .texts
                 .iter()
                 .map(|t| scanner.scan_with(&mut fold, &t.text).jailbreak.score)
                 .fold(0.0f32, f32::max)

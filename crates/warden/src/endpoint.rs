@@ -21,6 +21,8 @@ pub enum Endpoint {
 pub enum UserField {
     /// `safety_identifier` is set; a client `user` is replaced too.
     SafetyIdentifier,
+    /// Both are set: the Images API takes `safety_identifier` beside its older `user`.
+    SafetyIdentifierAndUser,
     /// The endpoint still uses `user`.
     User,
     /// No end-user field (moderations, models).
@@ -92,9 +94,8 @@ impl Endpoint {
     pub fn user_field(self) -> UserField {
         match self {
             Endpoint::ChatCompletions | Endpoint::Responses => UserField::SafetyIdentifier,
-            Endpoint::Completions | Endpoint::Embeddings | Endpoint::ImagesGenerations => {
-                UserField::User
-            }
+            Endpoint::ImagesGenerations => UserField::SafetyIdentifierAndUser,
+            Endpoint::Completions | Endpoint::Embeddings => UserField::User,
             Endpoint::Moderations | Endpoint::Models | Endpoint::Model => UserField::None,
         }
     }

@@ -29,6 +29,23 @@ pub enum WardenError {
         expected: &'static str,
         got: &'static str,
     },
+    /// A text-bearing field nested inside the body has the wrong shape (`messages[0]` is
+    /// not an object, `content` is a number): refused rather than forwarded unchecked.
+    #[error("invalid shape at {param}")]
+    InvalidShape {
+        param: String,
+        expected: &'static str,
+        got: &'static str,
+    },
+    /// A token-array prompt that the model's tokenizer cannot decode, so it cannot be checked.
+    #[error("undecodable tokens at {param}")]
+    UndecodableTokens {
+        param: String,
+        encoding: &'static str,
+    },
+    /// A model-scoped key sent a request that names no model.
+    #[error("model required for this key")]
+    ModelRequired { key: String },
     #[error("body over {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("request body timed out")]
@@ -98,6 +115,14 @@ pub enum WardenError {
 }
 
 impl WardenError {
+    pub fn invalid_shape(param: &str, expected: &'static str, got: &'static str) -> WardenError {
+        WardenError::InvalidShape {
+            param: param.to_owned(),
+            expected,
+            got,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use WardenError::*;
         match self {
@@ -108,6 +133,9 @@ impl WardenError {
             | MalformedJson(_)
             | BodyNotObject
             | InvalidType { .. }
+            | InvalidShape { .. }
+            | UndecodableTokens { .. }
+            | ModelRequired { .. }
             | BodyRead
             | ContentFiltered(_)
             | PromptTooLong { .. }
@@ -143,7 +171,9 @@ impl WardenError {
             InvalidEndUser(_) => "invalid_end_user",
             EndUserHeaderNotAccepted { .. } => "end_user_header_not_accepted",
             MalformedJson(_) | BodyNotObject => "invalid_json",
-            InvalidType { .. } => "invalid_type",
+            InvalidType { .. } | InvalidShape { .. } => "invalid_type",
+            UndecodableTokens { .. } => "invalid_prompt_tokens",
+            ModelRequired { .. } => "model_required",
             BodyTooLarge { .. } => "request_too_large",
             BodyTimeout => "request_timeout",
             BodyRead => "request_body_unreadable",
@@ -197,6 +227,9 @@ impl WardenError {
     fn param(&self) -> Option<&str> {
         match self {
             WardenError::InvalidType { param, .. } => Some(param),
+            WardenError::InvalidShape { param, .. } => Some(param),
+            WardenError::UndecodableTokens { param, .. } => Some(param),
+            WardenError::ModelRequired { .. } => Some("model"),
             WardenError::PromptTooLong { param, .. } => Some(param),
             WardenError::TooManyChoices { .. } => Some("n"),
             WardenError::ModelNotAllowed { .. } => Some("model"),
@@ -226,6 +259,15 @@ impl WardenError {
             InvalidType { param, expected, got } => {
                 format!("Invalid type for '{param}': expected {expected}, but got {got} instead.")
             }
+            InvalidShape { param, expected, got } => {
+                format!("Invalid type for '{param}': expected {expected}, but got {got} instead.")
+            }
+            UndecodableTokens { param, encoding } => format!(
+                "The token ids in '{param}' do not decode to text with the model's tokenizer ({encoding}), so Warden cannot check them. Send the prompt as text, or token ids of this model's tokenizer that form whole characters."
+            ),
+            ModelRequired { key } => format!(
+                "The key '{key}' may only use certain models, so every request must name its 'model' (including responses that continue a previous_response_id)."
+            ),
             BodyTooLarge { limit } => format!("The request body exceeds the maximum of {limit} bytes."),
             BodyTimeout => "The request body was not received in time.".into(),
             BodyRead => "The request body could not be read.".into(),

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lockdown;
 pub mod logs;
 pub mod notices;
+pub mod openai;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;

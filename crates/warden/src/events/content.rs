@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use ring::digest::{Context, SHA256};
 
-use crate::endpoint::Endpoint;
-use crate::json_body::JsonBody;
+use crate::openai::RequestTexts;
 use crate::safety::filters::{Action, CategoryAction, FilterPolicy, Scanner};
-use crate::safety::text::{self, TextRef};
 
 /// The texts are joined with this between them before hashing, so ["ab"] and ["a","b"]
 /// differ. `content_len` is the byte length of the joined text.
@@ -17,8 +15,8 @@ const SEPARATOR: &str = "\n";
 
 /// SHA-256 (lower-case hex) and byte length of the joined user texts; `None` for a body
 /// with no user text (models, moderations, an empty prompt).
-pub fn digest(endpoint: Endpoint, body: &JsonBody) -> Option<(String, i64)> {
-    let texts = text::texts(endpoint, body);
+pub fn digest(texts: &RequestTexts) -> Option<(String, i64)> {
+    let texts = &texts.texts;
     if texts.is_empty() {
         return None;
     }
@@ -66,9 +64,9 @@ impl Excerpts {
     }
 
     /// The excerpt of the text at `param` (or the first text when no field matches).
-    pub fn of(&self, endpoint: Endpoint, body: &JsonBody, param: Option<&str>) -> Option<String> {
-        let texts = text::texts(endpoint, body);
-        let chosen: &TextRef<'_> = param
+    pub fn of(&self, texts: &RequestTexts, param: Option<&str>) -> Option<String> {
+        let texts = &texts.texts;
+        let chosen = param
             .and_then(|p| {
                 texts
                     .iter()
@@ -100,17 +98,19 @@ mod tests {
 
     #[test]
     fn digest_covers_every_user_text_in_order() {
-        let body = JsonBody::parse(
+        let texts = |body: &[u8]| {
+            let body = crate::json_body::JsonBody::parse(body).unwrap();
+            crate::openai::extract(crate::endpoint::Endpoint::ChatCompletions, &body, None).unwrap()
+        };
+        let (hash, len) = digest(&texts(
             br#"{"model":"m","messages":[{"role":"system","content":"ab"},{"role":"user","content":"c"}]}"#,
-        )
+        ))
         .unwrap();
-        let (hash, len) = digest(Endpoint::ChatCompletions, &body).unwrap();
         let mut expected = Context::new(&SHA256);
         expected.update(b"ab\nc");
         assert_eq!(hash, hex(expected.finish().as_ref()));
         assert_eq!(len, 4);
-        let empty = JsonBody::parse(br#"{"model":"m"}"#).unwrap();
-        assert!(digest(Endpoint::ChatCompletions, &empty).is_none());
+        assert!(digest(&texts(br#"{"model":"m"}"#)).is_none());
     }
 
     #[test]

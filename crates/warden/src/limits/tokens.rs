@@ -34,6 +34,23 @@ impl Encoding {
         }
     }
 
+    /// The text a token array stands for, as the model will read it; `None` when an id is
+    /// not in the table or the tokens do not make whole UTF-8 characters.
+    pub fn decode(self, tokens: Vec<u32>) -> Option<String> {
+        self.bpe().decode(tokens).ok()
+    }
+
+    pub fn encode(self, text: &str) -> Vec<u32> {
+        self.bpe().encode_ordinary(text)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+
     pub fn count(self, text: &str) -> u64 {
         if text.is_empty() {
             return 0;

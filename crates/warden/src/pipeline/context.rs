@@ -13,6 +13,7 @@ use crate::identity::jwt::UserClaims;
 use crate::identity::EndUser;
 use crate::json_body::JsonBody;
 use crate::keys::VirtualKey;
+use crate::openai::RequestTexts;
 
 /// What one stage decided, kept for the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub struct RequestContext {
     pub raw_body: Bytes,
     /// The body parsed once, for endpoints that carry JSON.
     pub body: Option<JsonBody>,
+    /// Every text and image of the body the model will read (`openai::request_text`),
+    /// extracted once by `read_body` and again after a stage rewrites a text.
+    pub texts: RequestTexts,
     pub model: Option<String>,
     pub stream: bool,
     pub key: Option<Arc<VirtualKey>>,
@@ -97,6 +101,7 @@ impl RequestContext {
             incoming: Some(incoming),
             raw_body: Bytes::new(),
             body: None,
+            texts: RequestTexts::default(),
             model: None,
             stream: false,
             key: None,

@@ -106,15 +106,18 @@ impl Recorder {
             .collect();
         self.flags.extend(ctx.audit.flags.iter().cloned());
         self.moderated = ctx.audit.moderated;
-        if let Some(body) = ctx.body.as_ref() {
+        if ctx.body.is_some() {
             // The digest is of the text as the filters scanned it: before any redaction.
             let redacted = ctx.audit.flags.iter().any(|f| f.action == flags::REDACT);
             let digest = if redacted {
                 JsonBody::parse(&ctx.raw_body)
                     .ok()
-                    .and_then(|original| content::digest(ctx.endpoint, &original))
+                    .and_then(|original| {
+                        crate::openai::extract(ctx.endpoint, &original, ctx.model.as_deref()).ok()
+                    })
+                    .and_then(|texts| content::digest(&texts))
             } else {
-                content::digest(ctx.endpoint, body)
+                content::digest(&ctx.texts)
             };
             if let Some((sha256, len)) = digest {
                 record.content_sha256 = Some(sha256);
@@ -122,7 +125,7 @@ impl Recorder {
             }
             let flagged = self.flags.iter().find(|f| f.must_be_durable());
             if let (Some(excerpts), Some(flag)) = (&self.events.options().excerpts, flagged) {
-                record.excerpt = excerpts.of(ctx.endpoint, body, flag.param.as_deref());
+                record.excerpt = excerpts.of(&ctx.texts, flag.param.as_deref());
             }
         }
     }
@@ -140,12 +143,10 @@ impl Recorder {
             .find(|s| s.verdict.is_none())
             .map_or("content_filter", |s| s.stage);
         self.flags.push(flags::of_block(stage, block));
-        if let (Some(record), Some(excerpts), Some(body)) = (
-            self.record.as_mut(),
-            &self.events.options().excerpts,
-            ctx.body.as_ref(),
-        ) {
-            record.excerpt = excerpts.of(ctx.endpoint, body, Some(&block.param));
+        if let (Some(record), Some(excerpts)) =
+            (self.record.as_mut(), &self.events.options().excerpts)
+        {
+            record.excerpt = excerpts.of(&ctx.texts, Some(&block.param));
         }
     }
 

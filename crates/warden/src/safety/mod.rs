@@ -5,4 +5,3 @@ pub mod blocked;
 pub mod filters;
 pub mod moderation;
 pub mod profiles;
-pub mod text;

@@ -58,15 +58,13 @@ impl Limits {
             }
         }
         let model = ctx.model.clone().or_else(|| model_in_path(ctx));
-        if let (Some(allowed), Some(model)) =
-            (key_limits.and_then(|k| k.allowed_models.as_ref()), &model)
-        {
-            if !allowed.iter().any(|pattern| model_matches(pattern, model)) {
-                return Err(WardenError::ModelNotAllowed {
-                    model: model.clone(),
-                    key: key.name.clone(),
-                });
-            }
+        if let Some(allowed) = key_limits.and_then(|k| k.allowed_models.as_ref()) {
+            crate::stages::key_scope::check_models(
+                ctx.endpoint,
+                model.as_deref(),
+                allowed,
+                &key.name,
+            )?;
         }
 
         // A tier claim names one of the configured tiers; anything else gets the default.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
+use crate::openai::{self, Replacement};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
 use crate::safety::blocked::ContentFilter;
 use crate::safety::filters::normalize::Normalizer;
 use crate::safety::filters::{Action, Scanner};
 use crate::safety::profiles::KeyFilters;
-use crate::safety::text::{self, Replacement};
 
 const STAGE: &str = "local_filters";
 
@@ -29,18 +29,17 @@ impl LocalFilters {
 
     fn check(&self, ctx: &mut RequestContext) -> StageResult {
         let scanner: &Scanner = self.filters.for_key(ctx.key_name());
-        let Some(body) = ctx.body.as_ref().filter(|_| scanner.enabled()) else {
+        if !scanner.enabled() || ctx.body.is_none() {
             return Ok(Verdict::Allow);
-        };
+        }
         let policy = scanner.jailbreak_policy();
         let mut fold = Normalizer::default();
         let mut replacements = Vec::new();
         let mut blocked: Option<ContentFilter> = None;
         let mut notes = Vec::new();
         let mut found_flags = Vec::new();
-        let texts = text::texts(ctx.endpoint, body);
-        let newest = text::newest_item(&texts);
-        for found in texts {
+        let newest = ctx.texts.newest_item();
+        for found in &ctx.texts.texts {
             let scan = scanner.scan_with(&mut fold, &found.text);
             let score = if found.instructions && !policy.score_instructions {
                 0.0
@@ -115,6 +114,7 @@ impl LocalFilters {
                 replacements.push(Replacement {
                     field: found.field,
                     span: found.span.clone(),
+                    form: found.form,
                     text: redacted,
                 });
             }
@@ -129,7 +129,9 @@ impl LocalFilters {
             return Ok(Verdict::Allow);
         }
         let body = ctx.body.as_mut().ok_or(WardenError::Internal)?;
-        text::apply(body, replacements)?;
+        openai::request_text::apply(body, replacements)?;
+        // Later checks (the Moderation endpoint) read what will be forwarded.
+        ctx.texts = openai::extract(ctx.endpoint, body, ctx.model.as_deref())?;
         Ok(Verdict::Rewrite)
     }
 }
@@ -194,6 +196,8 @@ mod tests {
             );
             let mut ctx = context(key("app", EndUserPolicy::Optional, false), body.as_bytes());
             ctx.endpoint = crate::endpoint::Endpoint::Responses;
+            ctx.texts =
+                crate::openai::extract(ctx.endpoint, ctx.body.as_ref().unwrap(), None).unwrap();
             stage().check(&mut ctx)
         };
         assert_eq!(

@@ -66,8 +66,8 @@ impl Moderate {
 
     /// The verdict as a future that owns what it needs, so it can outlive the stage.
     fn judging(&self, ctx: &RequestContext) -> Option<PendingVerdict> {
-        let body = ctx.body.as_ref()?;
-        let pieces = pieces::of_request(ctx.endpoint, body);
+        ctx.body.as_ref()?;
+        let pieces = pieces::of_request(&ctx.texts);
         if pieces.is_empty() {
             return None;
         }
@@ -96,11 +96,9 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
     } else {
         ctx.audit.moderated = true;
     }
-    let newest = match (&checked.flagged[..], ctx.body.as_ref()) {
-        ([], _) | (_, None) => None,
-        (_, Some(body)) => {
-            crate::safety::text::newest_item(&crate::safety::text::texts(ctx.endpoint, body))
-        }
+    let newest = match &checked.flagged[..] {
+        [] => None,
+        _ => ctx.texts.newest_item(),
     };
     for hit in &checked.flagged {
         // A replayed earlier turn (its scores come from the cache) was counted when new.

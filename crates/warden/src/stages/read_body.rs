@@ -1,6 +1,8 @@
-//! Stage 2: reads the client's body within its size and time bounds, parses the JSON once,
-//! and checks the type of each field Warden itself reads. Nothing else is validated here:
-//! the rest is OpenAI's to judge, so new parameters keep working.
+//! Reads the client's body within its size and time bounds, parses the JSON once, checks
+//! the type of each field Warden itself reads, and extracts every text the model will read
+//! from that same parse (a text-bearing field Warden cannot read refuses the request).
+//! Nothing else is validated here: the rest is OpenAI's to judge, so new parameters keep
+//! working.
 
 use std::time::Duration;
 
@@ -58,6 +60,7 @@ impl ReadBody {
         check_fields(ctx.endpoint, &body)?;
         ctx.model = body.str_field("model")?;
         ctx.stream = body.bool_field("stream")?.unwrap_or(false);
+        ctx.texts = crate::openai::extract(ctx.endpoint, &body, ctx.model.as_deref())?;
         ctx.body = Some(body);
         Ok(Verdict::Allow)
     }

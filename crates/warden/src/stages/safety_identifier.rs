@@ -1,6 +1,8 @@
-//! Stage 4: gives OpenAI a per-user identity it can act on instead of the organization.
-//! Chat and responses get `safety_identifier` (a client `user` is replaced too);
-//! endpoints that still use `user` get the same value there. Client values never pass.
+//! Gives OpenAI a per-user identity it can act on instead of the organization. Chat and
+//! responses get `safety_identifier` (a client `user` is replaced too), images both fields,
+//! endpoints that still use `user` get the same value there. A client's own
+//! `safety_identifier` never passes, on any endpoint: OpenAI would pin its flags on
+//! whoever the client named.
 
 use std::sync::Arc;
 
@@ -21,7 +23,15 @@ impl InjectSafetyIdentifier {
     fn rewrite(&self, ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
         let field = ctx.endpoint.user_field();
         if field == UserField::None {
-            return Ok(Verdict::Allow);
+            let removed = ctx
+                .body
+                .as_mut()
+                .is_some_and(|body| body.remove("safety_identifier"));
+            return Ok(if removed {
+                Verdict::Rewrite
+            } else {
+                Verdict::Allow
+            });
         }
         let key = ctx.key.as_deref().ok_or(WardenError::Internal)?;
         let id = self
@@ -35,7 +45,14 @@ impl InjectSafetyIdentifier {
                     body.set_str("user", &id);
                 }
             }
-            UserField::User => body.set_str("user", &id),
+            UserField::SafetyIdentifierAndUser => {
+                body.set_str("safety_identifier", &id);
+                body.set_str("user", &id);
+            }
+            UserField::User => {
+                body.remove("safety_identifier");
+                body.set_str("user", &id);
+            }
             UserField::None => {}
         }
         ctx.safety_identifier = Some(id);
@@ -105,7 +122,7 @@ mod tests {
 
         let mut embeddings = context(
             key("app", EndUserPolicy::Required, false),
-            br#"{"input":"x"}"#,
+            br#"{"input":"x","safety_identifier":"spoofed"}"#,
         );
         embeddings.endpoint = Endpoint::Embeddings;
         embeddings.end_user = chat.end_user.clone();
@@ -113,6 +130,29 @@ mod tests {
         let body = body_of(&embeddings);
         assert_eq!(body["user"], body_of(&chat)["safety_identifier"]);
         assert!(body.get("safety_identifier").is_none());
+    }
+
+    #[test]
+    fn no_endpoint_forwards_a_client_safety_identifier() {
+        for endpoint in [
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::ImagesGenerations,
+            Endpoint::Moderations,
+        ] {
+            let mut ctx = context(
+                key("app", EndUserPolicy::Optional, false),
+                br#"{"input":"x","prompt":"y","safety_identifier":"someone-else"}"#,
+            );
+            ctx.endpoint = endpoint;
+            stage().rewrite(&mut ctx).unwrap();
+            let body = body_of(&ctx);
+            assert_ne!(
+                body.get("safety_identifier").and_then(|v| v.as_str()),
+                Some("someone-else"),
+                "{endpoint:?}"
+            );
+        }
     }
 
     #[test]

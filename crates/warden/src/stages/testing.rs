@@ -37,6 +37,10 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         incoming: None,
         raw_body: Bytes::copy_from_slice(body),
+        texts: JsonBody::parse(body)
+            .ok()
+            .and_then(|b| crate::openai::extract(Endpoint::ChatCompletions, &b, None).ok())
+            .unwrap_or_default(),
         body: JsonBody::parse(body).ok(),
         model: None,
         stream: false,

@@ -1,13 +1,8 @@
 //! What gets moderated: the text and image pieces of a request body, each named by the
 //! parameter path it came from (for `param` in a refusal), and long text cut into chunks.
-//! The text comes from the one request-text extractor, `safety::text`; only images are
-//! found here.
+//! Both come from the one request-text extraction, `openai::request_text`.
 
-use serde_json::Value;
-
-use crate::endpoint::Endpoint;
-use crate::json_body::JsonBody;
-use crate::safety::text;
+use crate::openai::RequestTexts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -32,54 +27,19 @@ impl Piece {
     }
 }
 
-/// The pieces of a request body the Moderation endpoint should see: every user text (as
-/// the local filters read it), then the images. Fields of a shape Warden does not know
-/// are skipped, not refused: upstream answers those.
-pub fn of_request(endpoint: Endpoint, body: &JsonBody) -> Vec<Piece> {
-    let mut out: Vec<Piece> = text::texts(endpoint, body)
-        .into_iter()
+/// The pieces the Moderation endpoint should see: every text (blank ones add nothing),
+/// then the images.
+pub fn of_request(texts: &RequestTexts) -> Vec<Piece> {
+    let words = texts
+        .texts
+        .iter()
         .filter(|t| !t.text.trim().is_empty())
-        .map(|t| Piece::text(t.param, t.text.into_owned()))
-        .collect();
-    let field = match endpoint {
-        Endpoint::ChatCompletions => "messages",
-        Endpoint::Responses => "input",
-        _ => return out,
-    };
-    // Most bodies carry no image: skip parsing the field again.
-    let Some(raw) = body.raw(field).filter(|r| r.get().contains("image")) else {
-        return out;
-    };
-    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(raw.get()) {
-        for (i, item) in items.iter().enumerate() {
-            let Some(Value::Array(parts)) = item.get("content") else {
-                continue;
-            };
-            for (j, part) in parts.iter().enumerate() {
-                image(&format!("{field}[{i}].content[{j}]"), part, &mut out);
-            }
-        }
-    }
-    out
-}
-
-/// An image part of chat (`image_url.url`) or responses (`input_image`'s `image_url`).
-fn image(path: &str, part: &Value, out: &mut Vec<Piece>) {
-    let (param, url) = match part.get("type").and_then(Value::as_str) {
-        Some("image_url") => (
-            format!("{path}.image_url.url"),
-            part.pointer("/image_url/url"),
-        ),
-        // `image_url` is a plain string here; `file_id` images cannot be fetched.
-        Some("input_image") => (format!("{path}.image_url"), part.get("image_url")),
-        _ => return,
-    };
-    if let Some(Value::String(url)) = url {
-        out.push(Piece {
-            param,
-            content: Content::Image(url.clone()),
-        });
-    }
+        .map(|t| Piece::text(t.param.clone(), t.text.clone()));
+    let images = texts.images.iter().map(|i| Piece {
+        param: i.param.clone(),
+        content: Content::Image(i.url.clone()),
+    });
+    words.chain(images).collect()
 }
 
 /// Cuts text into chunks of at most `max_chars` characters, on char boundaries and, where
@@ -114,8 +74,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    use crate::endpoint::Endpoint;
+    use crate::json_body::JsonBody;
+
     fn parse(endpoint: Endpoint, body: &str) -> Vec<Piece> {
-        of_request(endpoint, &JsonBody::parse(body.as_bytes()).unwrap())
+        let body = JsonBody::parse(body.as_bytes()).unwrap();
+        of_request(&crate::openai::extract(endpoint, &body, None).unwrap())
     }
 
     #[test]
@@ -134,6 +98,7 @@ mod tests {
             vec![
                 Piece::text("messages[0].content", "be nice"),
                 Piece::text("messages[1].content[0].text", "look"),
+                Piece::text("messages[2].tool_calls[0].function.name", "f"),
                 Piece::text("messages[2].tool_calls[0].function.arguments", r#"{"a":1}"#),
                 Piece {
                     param: "messages[1].content[1].image_url.url".into(),
@@ -165,11 +130,16 @@ mod tests {
         );
         assert_eq!(
             parse(Endpoint::Completions, r#"{"prompt":["a",[1,2],"b"]}"#),
-            vec![Piece::text("prompt[0]", "a"), Piece::text("prompt[2]", "b")]
+            vec![
+                Piece::text("prompt[0]", "a"),
+                // Token ids are decoded: the model reads them as text.
+                Piece::text("prompt[1]", "\"#"),
+                Piece::text("prompt[2]", "b")
+            ]
         );
         assert_eq!(
             parse(Endpoint::Embeddings, r#"{"input":[1,2,3]}"#),
-            Vec::<Piece>::new()
+            vec![Piece::text("input", "\"#$")]
         );
         assert_eq!(
             parse(Endpoint::ImagesGenerations, r#"{"prompt":"a cat"}"#),

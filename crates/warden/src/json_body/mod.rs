@@ -1,5 +1,9 @@
 //! A request body parsed once, at the top level only: nested values stay as raw JSON text,
 //! so unknown fields (and every field no stage touches) reach upstream byte for byte.
+//! Before that parse, [`guard`] refuses what the top-level parse would let through unread:
+//! nesting past any parser's limit and lone surrogate escapes.
+
+pub mod guard;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -16,19 +20,25 @@ pub struct JsonBody {
 
 impl JsonBody {
     pub fn parse(bytes: &[u8]) -> Result<JsonBody, WardenError> {
+        guard::check(bytes)?;
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let fields = de.deserialize_map(FieldsVisitor).map_err(|err| {
-            if err.classify() == serde_json::error::Category::Data {
-                WardenError::BodyNotObject
-            } else {
-                WardenError::MalformedJson(describe(&err))
-            }
-        })?;
+        let repeated = std::cell::Cell::new(false);
+        let fields = de
+            .deserialize_map(FieldsVisitor {
+                repeated: &repeated,
+            })
+            .map_err(|err| {
+                if err.classify() == serde_json::error::Category::Data {
+                    WardenError::BodyNotObject
+                } else {
+                    WardenError::MalformedJson(describe(&err))
+                }
+            })?;
         de.end()
             .map_err(|err| WardenError::MalformedJson(describe(&err)))?;
         Ok(JsonBody {
             fields,
-            changed: false,
+            changed: repeated.get(),
         })
     }
 
@@ -107,6 +117,15 @@ impl JsonBody {
             None => self.fields.push((name.to_owned(), raw)),
         }
         self.changed = true;
+    }
+
+    /// Drops a top-level field (a client value Warden must not forward).
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.fields.len();
+        self.fields.retain(|(k, _)| k != name);
+        let removed = self.fields.len() != before;
+        self.changed |= removed;
+        removed
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -197,9 +216,11 @@ fn describe(err: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", err.line(), err.column())
 }
 
-struct FieldsVisitor;
+struct FieldsVisitor<'r> {
+    repeated: &'r std::cell::Cell<bool>,
+}
 
-impl<'de> Visitor<'de> for FieldsVisitor {
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
     type Value = Vec<(String, Box<RawValue>)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -210,9 +231,12 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         let mut fields: Vec<(String, Box<RawValue>)> =
             Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-            // JSON with a repeated key: the last one wins, as in OpenAI's parser.
+            // JSON with a repeated key: the last one wins, as in most parsers. The body is
+            // then rewritten on the way out (`changed`), so upstream sees only that one
+            // whatever its parser picks.
             if let Some(slot) = fields.iter_mut().find(|(k, _)| *k == key) {
                 slot.1 = value;
+                self.repeated.set(true);
             } else {
                 fields.push((key, value));
             }
@@ -238,6 +262,13 @@ mod tests {
         assert!(out.contains(r#""x":[1, 2]"#));
         assert!(out.ends_with(r#""safety_identifier":"abc"}"#));
         assert!(body.changed());
+    }
+
+    #[test]
+    fn a_repeated_top_level_key_is_forwarded_once() {
+        let body = JsonBody::parse(br#"{"model":"a","messages":[1],"model":"b"}"#).unwrap();
+        assert!(body.changed());
+        assert_eq!(&body.to_bytes(0)[..], br#"{"model":"b","messages":[1]}"#);
     }
 
     #[test]
