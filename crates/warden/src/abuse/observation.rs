@@ -9,7 +9,7 @@ use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::geo::Country;
 use crate::json_body::JsonBody;
-use crate::pipeline::RequestContext;
+use crate::pipeline::{Finding, RequestContext, Side};
 
 /// Bodies up to this size travel to the analyzer for template detection; larger ones
 /// are counted without it (the queue must not pin large buffers).
@@ -46,26 +46,11 @@ impl Observation {
         let mut categories = Vec::new();
         let mut fail_open = false;
         for finding in &ctx.findings {
-            match finding.stage {
-                "moderation" => {
-                    if finding.note.starts_with("fail_open:") {
-                        fail_open = true;
-                    } else if let Some(rest) = finding.note.strip_prefix("flag:") {
-                        // `flag:<param>:<cat>,<cat>`; a param holds no ':'.
-                        if let Some((_, names)) = rest.split_once(':') {
-                            categories.extend(names.split(',').map(str::to_owned));
-                        }
-                    }
-                }
-                "local_filters" => {
-                    // `jailbreak 0.93 [...] at …` or `<category>:<rule> <action> at …`.
-                    // A replayed earlier turn was observed when it was new.
-                    let head = finding.note.split([' ', ':']).next().unwrap_or("");
-                    if !head.is_empty() && head != "jailbreak_replayed" {
-                        categories.push(head.to_owned());
-                    }
-                }
-                _ => {}
+            match finding {
+                Finding::FailOpen {
+                    side: Side::Input, ..
+                } => fail_open = true,
+                other => categories.extend(other.input_categories().into_iter().map(str::to_owned)),
             }
         }
         if let Some(WardenError::ContentFiltered(block)) = refused {

@@ -17,51 +17,22 @@ pub struct Offence {
     pub weight: f64,
 }
 
-/// The detail entry the proxy writes for a blocked input: `blocked:<cat>,<cat>`.
-pub const BLOCKED_NOTE: &str = "blocked";
-
 pub fn offence_in(record: &EventRecord, config: &EnforcementConfig) -> Option<Offence> {
     if record.kind != "request" {
         return None;
     }
     let (key_name, end_user) = (record.key_name.as_ref()?, record.end_user.as_ref()?);
-    // Most requests found nothing: skip parsing their detail at all.
-    let detail = record
-        .detail
-        .as_deref()
-        .filter(|d| d.contains("\"findings\""))?;
-    let detail: serde_json::Value = serde_json::from_str(detail).ok()?;
-    let findings = detail.get("findings")?.as_array()?;
     let mut worst: Option<(String, f64)> = None;
-    let mut consider = |categories: &str, share: f64| {
-        for category in categories.split(',').filter(|c| !c.is_empty()) {
+    for (categories, share) in record
+        .findings
+        .iter()
+        .filter_map(|f| f.offence(config.flag_weight))
+    {
+        for category in categories {
             let weight = config.weight(category) * share;
             if weight > 0.0 && worst.as_ref().is_none_or(|(_, w)| weight > *w) {
                 worst = Some((category.to_owned(), weight));
             }
-        }
-    };
-    for finding in findings.iter().filter_map(|f| f.as_str()) {
-        let Some((stage, note)) = finding.split_once(':') else {
-            continue;
-        };
-        match stage {
-            BLOCKED_NOTE => consider(note, 1.0),
-            "moderation" => {
-                if let Some(rest) = note.strip_prefix("flag:") {
-                    // `flag:<param>:<categories>`; params hold no ':'.
-                    if let Some((_, categories)) = rest.rsplit_once(':') {
-                        consider(categories, config.flag_weight);
-                    }
-                } else if let Some(categories) = note.strip_prefix("output_block:") {
-                    // The model wrote it, but the user asked for it.
-                    consider(categories, config.flag_weight);
-                }
-            }
-            "local_filters" if note.starts_with("jailbreak ") => {
-                consider("jailbreak", config.flag_weight)
-            }
-            _ => {}
         }
     }
     let (category, weight) = worst?;
@@ -114,22 +85,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::config::Config;
+    use crate::pipeline::Finding;
 
-    fn record(findings: &[&str]) -> EventRecord {
+    fn record(findings: Vec<Finding>) -> EventRecord {
         EventRecord {
             request_id: "wrq_1".into(),
             kind: "request",
             key_name: Some("app".into()),
             end_user: Some("u1".into()),
-            detail: Some(serde_json::json!({"trail": [], "findings": findings}).to_string()),
+            findings,
             ..Default::default()
         }
+    }
+
+    fn cats(names: &str) -> Vec<String> {
+        names.split(',').map(str::to_owned).collect()
     }
 
     #[test]
     fn a_block_counts_its_heaviest_category_in_full() {
         let c = Config::from_toml("").unwrap().enforcement;
-        let o = offence_in(&record(&["blocked:harassment,sexual/minors"]), &c).unwrap();
+        let blocked = Finding::Blocked {
+            categories: cats("harassment,sexual/minors"),
+        };
+        let o = offence_in(&record(vec![blocked]), &c).unwrap();
         assert_eq!(o.category, "sexual/minors");
         assert_eq!(o.weight, c.weight("sexual/minors"));
     }
@@ -138,9 +117,18 @@ mod tests {
     fn flags_and_jailbreak_attempts_count_partly() {
         let c = Config::from_toml("").unwrap().enforcement;
         let o = offence_in(
-            &record(&[
-                "moderation:flag:messages[0].content:harassment",
-                "local_filters:jailbreak 0.61 [dan] at messages[1].content",
+            &record(vec![
+                Finding::ModerationFlag {
+                    param: "messages[0].content".into(),
+                    categories: cats("harassment"),
+                    replayed: false,
+                },
+                Finding::Jailbreak {
+                    score: 0.61,
+                    families: cats("dan"),
+                    param: "messages[1].content".into(),
+                    replayed: false,
+                },
             ]),
             &c,
         )
@@ -152,14 +140,25 @@ mod tests {
     #[test]
     fn clean_or_anonymous_requests_cost_nothing() {
         let c = Config::from_toml("").unwrap().enforcement;
-        assert!(offence_in(&record(&["local_filters:secrets:aws redact at x"]), &c).is_none());
+        let redacted = Finding::FilterRule {
+            category: "secrets".into(),
+            rule: "aws".into(),
+            action: "redact".into(),
+            param: "x".into(),
+            output: false,
+        };
+        assert!(offence_in(&record(vec![redacted]), &c).is_none());
         // A flagged turn the client sends again was counted when it was new.
-        assert!(offence_in(
-            &record(&["local_filters:jailbreak_replayed 0.70 [x] at messages[0].content"]),
-            &c
-        )
-        .is_none());
-        let mut anonymous = record(&["blocked:hate"]);
+        let replayed = Finding::Jailbreak {
+            score: 0.7,
+            families: cats("x"),
+            param: "messages[0].content".into(),
+            replayed: true,
+        };
+        assert!(offence_in(&record(vec![replayed]), &c).is_none());
+        let mut anonymous = record(vec![Finding::Blocked {
+            categories: cats("hate"),
+        }]);
         anonymous.end_user = None;
         assert!(offence_in(&anonymous, &c).is_none());
     }

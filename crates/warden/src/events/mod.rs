@@ -38,6 +38,9 @@ pub struct EventRecord {
     pub reason: Option<String>,
     pub latency_us: i64,
     pub upstream_us: Option<i64>,
+    /// What the checks noticed, typed, for the strike reader and the abuse rates; the
+    /// detail stores their text form.
+    pub findings: Vec<crate::pipeline::Finding>,
     /// Stage trail and extras as compact JSON; `flags` holds the structured findings
     /// (`events::Flag`) the report counts by category.
     pub detail: Option<String>,

@@ -14,20 +14,13 @@ use crate::identity::EndUser;
 use crate::json_body::JsonBody;
 use crate::keys::VirtualKey;
 use crate::openai::RequestTexts;
+use crate::pipeline::Finding;
 
 /// What one stage decided, kept for the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
     Rewrite,
-}
-
-/// Something a stage noticed without blocking (a flagged category, a fail-open
-/// decision); it goes into the request's event detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub stage: &'static str,
-    pub note: String,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,8 +2,10 @@
 //! blocking with a typed reason. The order lives in `Pipeline::standard` and nowhere else.
 
 mod context;
+mod finding;
 
-pub use context::{Finding, RequestContext, StageRecord, Verdict};
+pub use context::{RequestContext, StageRecord, Verdict};
+pub use finding::{Finding, Side};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -13,7 +13,7 @@ use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::gateway::Gateway;
-use crate::pipeline::RequestContext;
+use crate::pipeline::{Finding, RequestContext};
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -105,7 +105,7 @@ pub async fn handle(
         gateway.upstream.send(&ctx, &mut retries).await
     };
     if retries > 0 {
-        recorder.note("upstream", &format!("retries={retries}"));
+        recorder.note(Finding::UpstreamRetries(retries));
     }
     let reply = match sent {
         Ok(reply) => reply,
@@ -164,12 +164,10 @@ pub async fn handle(
 
 /// A revoked or expired virtual key still in use is probably leaked: tell the operator.
 fn leak_alert(gateway: &Gateway, ctx: &RequestContext) {
-    use crate::stages::authenticate::RETIRED_KEY_NOTE;
-    let Some(name) = ctx
-        .findings
-        .iter()
-        .find_map(|f| f.note.strip_prefix(RETIRED_KEY_NOTE))
-    else {
+    let Some(name) = ctx.findings.iter().find_map(|f| match f {
+        Finding::RetiredKey { name } => Some(name),
+        _ => None,
+    }) else {
         return;
     };
     let ip = ctx.client_ip.to_string();
@@ -240,10 +238,9 @@ async fn refuse(
     request_id: &str,
 ) -> Response<ProxyBody> {
     if let WardenError::ContentFiltered(block) = err {
-        recorder.note(
-            crate::enforcement::offences::BLOCKED_NOTE,
-            &block.categories.join(","),
-        );
+        recorder.note(Finding::Blocked {
+            categories: block.categories.clone(),
+        });
     }
     let response = err.to_response(request_id);
     recorder.answered(response.status().as_u16(), None);

@@ -14,14 +14,14 @@ use crate::events::content;
 use crate::events::flags::{self, Flag};
 use crate::events::{now_ms, EventLog, EventRecord};
 use crate::json_body::JsonBody;
-use crate::pipeline::{RequestContext, Verdict};
+use crate::pipeline::{Finding, RequestContext, Verdict};
 
 pub struct Recorder {
     events: EventLog,
     started: Instant,
     record: Option<EventRecord>,
     trail: Vec<String>,
-    findings: Vec<String>,
+    findings: Vec<Finding>,
     flags: Vec<Flag>,
     /// Flags already written in a `flag` event.
     persisted: usize,
@@ -99,11 +99,7 @@ impl Recorder {
                 format!("{}:{verdict}", s.stage)
             })
             .collect();
-        self.findings = ctx
-            .findings
-            .iter()
-            .map(|f| format!("{}:{}", f.stage, f.note))
-            .collect();
+        self.findings = ctx.findings.clone();
         self.flags.extend(ctx.audit.flags.iter().cloned());
         self.moderated = ctx.audit.moderated;
         if ctx.body.is_some() {
@@ -159,8 +155,9 @@ impl Recorder {
         }
     }
 
-    pub fn note(&mut self, stage: &str, note: &str) {
-        self.findings.push(format!("{stage}:{note}"));
+    /// Adds a finding noticed after the pipeline ran (output checks, retries, the block).
+    pub fn note(&mut self, finding: Finding) {
+        self.findings.push(finding);
     }
 
     /// Adds a structured finding noticed after the pipeline ran (output moderation).
@@ -251,7 +248,9 @@ impl Recorder {
         }
         let mut detail = serde_json::json!({ "trail": self.trail });
         if !self.findings.is_empty() {
-            detail["findings"] = serde_json::json!(self.findings);
+            let text: Vec<String> = self.findings.iter().map(Finding::to_string).collect();
+            detail["findings"] = serde_json::json!(text);
+            record.findings = std::mem::take(&mut self.findings);
         }
         if !self.flags.is_empty() {
             detail["flags"] = serde_json::json!(self.flags);

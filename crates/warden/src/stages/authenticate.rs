@@ -7,9 +7,6 @@ use crate::error::WardenError;
 use crate::keys::KeyRegistry;
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};
 
-/// The finding a revoked or expired key's use leaves: `retired_key:<name>`.
-pub const RETIRED_KEY_NOTE: &str = "retired_key:";
-
 pub struct Authenticate {
     keys: Arc<KeyRegistry>,
 }
@@ -36,10 +33,8 @@ impl Authenticate {
                 None => {
                     if let Some(name) = self.keys.retired(bearer) {
                         // A revoked or expired key still in use: likely leaked.
-                        ctx.findings.push(crate::pipeline::Finding {
-                            stage: "authenticate",
-                            note: format!("{RETIRED_KEY_NOTE}{name}"),
-                        });
+                        ctx.findings
+                            .push(crate::pipeline::Finding::RetiredKey { name });
                     }
                     return Err(WardenError::InvalidApiKey);
                 }

@@ -19,9 +19,6 @@ pub struct LocalFilters {
     filters: Arc<KeyFilters>,
 }
 
-/// The note of a jailbreak flag on a replayed (earlier) turn of a conversation.
-const REPLAYED_JAILBREAK: &str = "jailbreak_replayed";
-
 impl LocalFilters {
     pub fn new(filters: Arc<KeyFilters>) -> Self {
         Self { filters }
@@ -36,7 +33,7 @@ impl LocalFilters {
         let mut fold = Normalizer::default();
         let mut replacements = Vec::new();
         let mut blocked: Option<ContentFilter> = None;
-        let mut notes = Vec::new();
+        let mut notes: Vec<Finding> = Vec::new();
         let mut found_flags = Vec::new();
         let newest = ctx.texts.newest_item();
         for found in &ctx.texts.texts {
@@ -68,16 +65,12 @@ impl LocalFilters {
                 let replayed = newest
                     .as_deref()
                     .is_some_and(|n| !found.param.starts_with(n));
-                notes.push(format!(
-                    "{} {score:.2} [{}] at {}",
-                    if replayed {
-                        REPLAYED_JAILBREAK
-                    } else {
-                        "jailbreak"
-                    },
-                    families.join(","),
-                    found.param
-                ));
+                notes.push(Finding::Jailbreak {
+                    score,
+                    families: families.iter().map(|f| (*f).to_owned()).collect(),
+                    param: found.param.clone(),
+                    replayed,
+                });
             }
             for finding in &scan.findings {
                 if finding.action != Action::Block && finding.action != Action::Score {
@@ -88,13 +81,13 @@ impl LocalFilters {
                             .rule(&*finding.rule),
                     );
                 }
-                notes.push(format!(
-                    "{}:{} {} at {}",
-                    finding.category,
-                    finding.rule,
-                    finding.action.label(),
-                    found.param
-                ));
+                notes.push(Finding::FilterRule {
+                    category: finding.category.to_string(),
+                    rule: finding.rule.to_string(),
+                    action: finding.action.label().to_owned(),
+                    param: found.param.clone(),
+                    output: false,
+                });
                 if finding.action == Action::Block
                     && !categories.contains(&finding.category.to_string())
                 {
@@ -119,8 +112,7 @@ impl LocalFilters {
                 });
             }
         }
-        ctx.findings
-            .extend(notes.into_iter().map(|note| Finding { stage: STAGE, note }));
+        ctx.findings.extend(notes);
         ctx.audit.flags.extend(found_flags);
         if let Some(block) = blocked {
             return Err(WardenError::ContentFiltered(Box::new(block)));
@@ -244,18 +236,27 @@ mod tests {
         let (_, ctx) = run(&format!(
             r#"{{"messages":[{{"role":"user","content":"{BORDERLINE}"}}]}}"#
         ));
-        let notes = format!("{:?}", ctx.findings);
         assert!(
-            notes.contains("\"jailbreak ") && !notes.contains(REPLAYED_JAILBREAK),
-            "{notes}"
+            matches!(
+                ctx.findings[..],
+                [Finding::Jailbreak {
+                    replayed: false,
+                    ..
+                }]
+            ),
+            "{:?}",
+            ctx.findings
         );
         let (_, ctx) = run(&format!(
             r#"{{"messages":[{{"role":"user","content":"{BORDERLINE}"}},{{"role":"assistant","content":"I can't do that."}},{{"role":"user","content":"Fine, what's the weather like on Mars?"}}]}}"#
         ));
-        let notes = format!("{:?}", ctx.findings);
         assert!(
-            notes.contains(REPLAYED_JAILBREAK) && !notes.contains("\"jailbreak "),
-            "{notes}"
+            matches!(
+                ctx.findings[..],
+                [Finding::Jailbreak { replayed: true, .. }]
+            ),
+            "{:?}",
+            ctx.findings
         );
     }
 
@@ -274,7 +275,7 @@ mod tests {
         );
         assert!(out.ends_with(r#""temperature":0.50}"#), "{out}");
         assert!(ctx.findings[0]
-            .note
+            .to_string()
             .contains("secrets:openai-api-key redact"));
     }
 

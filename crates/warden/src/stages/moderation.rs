@@ -86,9 +86,9 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
         WardenError::ModerationUnavailable(why.label())
     })?;
     if let Some(why) = checked.failed_open {
-        ctx.findings.push(Finding {
-            stage: STAGE,
-            note: format!("fail_open:{}", why.label()),
+        ctx.findings.push(Finding::FailOpen {
+            side: Side::Input,
+            reason: why.label(),
         });
         ctx.audit
             .flags
@@ -103,14 +103,15 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
     for hit in &checked.flagged {
         // A replayed earlier turn (its scores come from the cache) was counted when new.
         let replayed = newest.as_deref().is_some_and(|n| !hit.param.starts_with(n));
-        ctx.findings.push(Finding {
-            stage: STAGE,
-            note: format!(
-                "{}:{}:{}",
-                if replayed { "flag_replayed" } else { "flag" },
-                hit.param,
-                hit.categories.names().join(",")
-            ),
+        ctx.findings.push(Finding::ModerationFlag {
+            param: hit.param.clone(),
+            categories: hit
+                .categories
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            replayed,
         });
         ctx.audit.flags.push(flags::of_hit(STAGE, flags::FLAG, hit));
     }
@@ -229,7 +230,7 @@ mod tests {
         let mut ctx = chat("FLAG:hate but allowed");
         assert_eq!(check(&stage, &mut ctx).await.unwrap(), Verdict::Allow);
         assert_eq!(ctx.findings.len(), 1);
-        assert!(ctx.findings[0].note.contains("hate"));
+        assert!(ctx.findings[0].to_string().contains("hate"));
     }
 
     #[tokio::test]
@@ -244,7 +245,9 @@ mod tests {
         fake.failing.store(true, Ordering::SeqCst);
         let mut ctx = chat("hi");
         assert_eq!(check(&open, &mut ctx).await.unwrap(), Verdict::Allow);
-        assert!(ctx.findings[0].note.starts_with("fail_open:"));
+        assert!(ctx.findings[0]
+            .to_string()
+            .starts_with("moderation:fail_open:"));
     }
 
     #[tokio::test]

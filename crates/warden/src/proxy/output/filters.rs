@@ -24,7 +24,7 @@ pub struct Filtered {
     /// Text was redacted in place.
     pub changed: bool,
     pub flags: Vec<Flag>,
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::pipeline::Finding>,
 }
 
 impl Filtered {
@@ -41,10 +41,13 @@ impl Filtered {
                 .param(param)
                 .rule(&*finding.rule),
         );
-        self.notes.push(format!(
-            "{}:{} {action} at {param}",
-            finding.category, finding.rule
-        ));
+        self.notes.push(crate::pipeline::Finding::FilterRule {
+            category: finding.category.to_string(),
+            rule: finding.rule.to_string(),
+            action: action.to_owned(),
+            param: param.to_owned(),
+            output: true,
+        });
         if finding.action == Action::Block
             && !self.categories.iter().any(|c| **c == *finding.category)
         {

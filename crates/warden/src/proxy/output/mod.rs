@@ -22,7 +22,7 @@ use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
-use crate::pipeline::RequestContext;
+use crate::pipeline::{Finding, RequestContext};
 use crate::safety::filters::Scanner;
 use crate::safety::moderation::{Moderator, Side};
 use crate::safety::profiles::KeyFilters;
@@ -163,17 +163,17 @@ async fn check_answer(
     let mut changed = false;
     if let Some(scanner) = scanner {
         let found = filters::answer(scanner, ctx.endpoint, &mut value);
-        for note in &found.notes {
-            recorder.note(filters::FILTER_STAGE, note);
+        for note in found.notes {
+            recorder.note(note);
         }
         for flag in found.flags {
             recorder.flag(flag);
         }
         if !found.blocked.is_empty() {
-            recorder.note(
-                filters::FILTER_STAGE,
-                &format!("output_block:{}", found.categories.join(",")),
-            );
+            recorder.note(Finding::OutputBlock {
+                categories: found.categories.clone(),
+                by_moderation: false,
+            });
         }
         withheld.extend(found.blocked);
         changed |= found.changed;
@@ -210,14 +210,21 @@ async fn moderate_answer(
         .await
         .map_err(|u| WardenError::ModerationUnavailable(u.0.label()))?;
     if let Some(why) = checked.failed_open {
-        recorder.note("moderation", &format!("output_fail_open:{}", why.label()));
+        recorder.note(Finding::FailOpen {
+            side: crate::pipeline::Side::Output,
+            reason: why.label(),
+        });
         recorder.flag(Flag::new(OUTPUT_STAGE, flags::FAIL_OPEN).rule(why.label()));
     }
     for hit in &checked.flagged {
-        recorder.note(
-            "moderation",
-            &format!("output_flag:{}", hit.categories.names().join(",")),
-        );
+        recorder.note(Finding::OutputFlag {
+            categories: hit
+                .categories
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        });
         recorder.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
     }
     for hit in &checked.blocked {
@@ -232,10 +239,10 @@ async fn moderate_answer(
         .flat_map(|hit| hit.categories.names())
         .collect();
     categories.dedup();
-    recorder.note(
-        "moderation",
-        &format!("output_block:{}", categories.join(",")),
-    );
+    recorder.note(Finding::OutputBlock {
+        categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+        by_moderation: true,
+    });
     Ok(checked
         .blocked
         .iter()

@@ -20,6 +20,7 @@ use super::OUTPUT_STAGE;
 use crate::endpoint::Endpoint;
 use crate::events::flags::{self, Flag};
 use crate::keys::VirtualKey;
+use crate::pipeline::Finding;
 use crate::proxy::observe::{RelayEnd, ResponseObserver};
 use crate::proxy::recorder::{Outcome, Recorder};
 use crate::safety::moderation::pieces::Piece;
@@ -284,22 +285,28 @@ impl Relay {
             {
                 Ok(checked) if !checked.blocked.is_empty() => {
                     let categories = checked.blocked[0].categories.names().join(",");
+                    let by_moderation = true;
                     let found = checked
                         .blocked
                         .iter()
                         .map(|hit| flags::of_hit(OUTPUT_STAGE, flags::BLOCK, hit))
                         .collect();
                     return self
-                        .block(state, tx, "moderation", &categories, found)
+                        .block(state, tx, by_moderation, &categories, found)
                         .await;
                 }
                 Ok(checked) => {
                     if let Some(why) = checked.failed_open {
-                        self.note(&format!("output_fail_open:{}", why.label()));
+                        self.note(Finding::FailOpen {
+                            side: Side::Output,
+                            reason: why.label(),
+                        });
                         self.flag(Flag::new(OUTPUT_STAGE, flags::FAIL_OPEN).rule(why.label()));
                     }
                     for hit in &checked.flagged {
-                        self.note(&format!("output_flag:{}", hit.categories.names().join(",")));
+                        self.note(Finding::OutputFlag {
+                            categories: owned(hit.categories.names()),
+                        });
                         self.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
                     }
                     // A flagged window is on record before it is released.
@@ -354,9 +361,7 @@ impl Relay {
             let release = match guard.plan(&segments) {
                 Plan::Release(release) => release,
                 Plan::Block { categories, flags } => {
-                    return self
-                        .block(state, tx, FILTER_STAGE, &categories, flags)
-                        .await;
+                    return self.block(state, tx, false, &categories, flags).await;
                 }
             };
             let mut snapshot_block = None;
@@ -393,21 +398,18 @@ impl Relay {
             }
             guard.commit(&release);
             for flag in release.flags {
-                let note = format!(
-                    "{}:{} {} at {}",
-                    flag.categories.join(","),
-                    flag.rule.as_deref().unwrap_or("-"),
-                    flag.action,
-                    flag.param.as_deref().unwrap_or("-")
-                );
-                self.note_in(FILTER_STAGE, &note);
+                self.note(Finding::FilterRule {
+                    category: flag.categories.join(","),
+                    rule: flag.rule.clone().unwrap_or_else(|| "-".into()),
+                    action: flag.action.clone(),
+                    param: flag.param.clone().unwrap_or_else(|| "-".into()),
+                    output: true,
+                });
                 self.flag(flag);
             }
             if let Some(categories) = snapshot_block {
                 let flag = Flag::new(FILTER_STAGE, flags::BLOCK).categories([categories.as_str()]);
-                return self
-                    .block(state, tx, FILTER_STAGE, &categories, vec![flag])
-                    .await;
+                return self.block(state, tx, false, &categories, vec![flag]).await;
             }
             if self
                 .recorder
@@ -441,14 +443,17 @@ impl Relay {
         &mut self,
         state: &mut State,
         tx: &mpsc::Sender<Bytes>,
-        stage: &str,
+        by_moderation: bool,
         categories: &str,
         found: Vec<Flag>,
     ) -> Step {
         // Debug: the request's own line (its event) reports the block at info.
-        tracing::debug!(categories, stage, "output blocked mid-stream");
+        tracing::debug!(categories, by_moderation, "output blocked mid-stream");
         state.held.clear();
-        self.note_in(stage, &format!("output_block:{categories}"));
+        self.note(Finding::OutputBlock {
+            categories: categories.split(',').map(str::to_owned).collect(),
+            by_moderation,
+        });
         for flag in found {
             self.flag(flag);
         }
@@ -469,13 +474,9 @@ impl Relay {
         Step::Stop
     }
 
-    fn note(&mut self, note: &str) {
-        self.note_in("moderation", note);
-    }
-
-    fn note_in(&mut self, stage: &str, note: &str) {
+    fn note(&mut self, finding: Finding) {
         if let Some(recorder) = self.recorder.as_mut() {
-            recorder.note(stage, note);
+            recorder.note(finding);
         }
     }
 
@@ -651,3 +652,7 @@ fn error_event(endpoint: Endpoint, code: &str, state: &State) -> Bytes {
 
 #[cfg(test)]
 mod tests;
+
+fn owned(names: Vec<&str>) -> Vec<String> {
+    names.into_iter().map(str::to_owned).collect()
+}
