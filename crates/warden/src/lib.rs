@@ -6,6 +6,7 @@ pub mod abuse;
 pub mod admin;
 pub mod admin_api;
 pub mod alerts;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod endpoint;

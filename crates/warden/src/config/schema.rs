@@ -19,7 +19,7 @@ macro_rules! section {
                 path: &str,
                 problems: &mut $crate::config::problems::Problems,
             ) -> Self {
-                #[allow(unused_mut)]
+                #[allow(unused_mut, reason = "a section with no fields never assigns")]
                 let mut out = Self::default();
                 let Some(table) = value.as_table() else {
                     problems.push(path, format!("expected a table, got {}", value.type_str()));

@@ -31,8 +31,10 @@ pub trait EventSink: Send + Sync {
     }
 }
 
-// Boxing the event would cost an allocation per request; flushes are rare.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "boxing the event would cost an allocation per request; flushes are rare"
+)]
 enum Message {
     Event(EventRecord),
     /// An event whose answer waits until its batch reached every sink.

@@ -281,7 +281,10 @@ impl Limiter {
     }
 
     /// Takes the in-flight slots (or refuses) and lists the rate checks.
-    #[allow(clippy::type_complexity)]
+    #[allow(
+        clippy::type_complexity,
+        reason = "the four parts of one admission, named at the call site"
+    )]
     fn prepare<'a>(
         &self,
         a: &Admission<'a>,

@@ -2,7 +2,6 @@
 //! handler that runs the pipeline around them.
 
 pub mod body;
-pub mod breaker;
 pub mod client_ip;
 pub mod handler;
 pub mod headers;

@@ -12,9 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::breaker::Breaker;
 use super::headers;
 use super::retry::{self, Verdict};
+use crate::breaker::Breaker;
 use crate::config::retries::RetryConfig;
 use crate::config::UpstreamConfig;
 use crate::error::WardenError;
@@ -108,6 +108,7 @@ impl Upstream {
             timeout: config.timeout,
             retries: config.retries,
             breaker: Breaker::new(
+                "upstream",
                 config.retries.breaker_failures,
                 config.retries.breaker_cooldown,
             ),

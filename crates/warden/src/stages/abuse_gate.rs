@@ -1,4 +1,4 @@
-//! Stage 5: refuses keys and end users the abuse analyzer throttles (distillation with
+//! Refuses keys and end users the abuse analyzer throttles (distillation with
 //! `[abuse] distillation_action = "throttle"`): 429 `abuse_throttled` with `retry-after`.
 //! One atomic load while nobody is throttled.
 

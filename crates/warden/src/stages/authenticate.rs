@@ -1,4 +1,4 @@
-//! Stage 1: which virtual key is calling. The client's Authorization never goes further.
+//! Which virtual key is calling. The client's Authorization never goes further.
 
 use std::sync::Arc;
 

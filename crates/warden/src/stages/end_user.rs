@@ -1,4 +1,4 @@
-//! Stage 3: names the end user. Identity is bound to authentication: the id is only ever
+//! Names the end user. Identity is bound to authentication: the id is only ever
 //! read through the calling key, and the safety identifier hashes the key name with it,
 //! so no client can speak for another key's user.
 

@@ -1,4 +1,4 @@
-//! Stage 3: a store key's scope — the models and endpoints it was issued for. Config keys
+//! A store key's scope — the models and endpoints it was issued for. Config keys
 //! are scoped by `[keys.limits]` in the limits stage instead.
 
 use crate::endpoint::Endpoint;

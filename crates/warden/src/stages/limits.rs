@@ -1,4 +1,4 @@
-//! Stage: volume before content. Checks the key's allowed endpoints and models, caps `n`
+//! Volume before content. Checks the key's allowed endpoints and models, caps `n`
 //! and output tokens, counts prompt tokens against the per-request cap, asks upstream
 //! for stream usage, then admits the request against every actor's rate limits.
 

@@ -1,4 +1,4 @@
-//! Stage 5: the local filters, before anything leaves the machine. Scans every user text
+//! The local filters, before anything leaves the machine. Scans every user text
 //! of the request in one pass each; blocks (400 `content_filter`) on a confident jailbreak
 //! or a `block` rule, redacts secrets in place, and records flags as findings.
 

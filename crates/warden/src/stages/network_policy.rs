@@ -1,4 +1,4 @@
-//! Stage 4: network and account-wide policy, after the end user is known and before any
+//! Network and account-wide policy, after the end user is known and before any
 //! limit is spent. The client IP's country against `[geo]` (403
 //! `unsupported_country_region_territory`, as OpenAI answers), then lockdown's refusal of
 //! untrusted tiers (403 `lockdown`). No I/O: one in-memory database lookup, one atomic.

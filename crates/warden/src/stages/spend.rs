@@ -1,4 +1,4 @@
-//! Stage 4b: refuses a request whose organization, key or end user has used up a daily
+//! Refuses a request whose organization, key or end user has used up a daily
 //! or monthly spend budget (`spend::Spend::check`: in-memory counters, no I/O).
 
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};

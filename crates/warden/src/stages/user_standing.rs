@@ -1,4 +1,4 @@
-//! Stage 4: the end user's standing. Banned and suspended users are refused here, before
+//! The end user's standing. Banned and suspended users are refused here, before
 //! any upstream call; throttled users drop to a lower tier's limits; warned users get a
 //! response header telling the service. One in-memory lookup; no I/O.
 

@@ -8,7 +8,6 @@
 //! second, concurrent call holding only the images; its single result is attributed to
 //! every image in it. A text-only request (the usual case) is exactly one call.
 
-pub mod breaker;
 pub mod cache;
 pub mod categories;
 pub mod client;
@@ -24,11 +23,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use self::breaker::Breaker;
 use self::cache::{content_key, ContentKey, ScoreCache};
 use self::categories::{CategorySet, Scores};
 use self::client::{Backend, Failure};
 use self::pieces::{chunks, Content, Piece};
+use crate::breaker::Breaker;
 use crate::config::moderation::{ModerationConfig, OnError};
 use crate::keys::VirtualKey;
 
@@ -91,6 +90,7 @@ impl Moderator {
         Self {
             cache: Arc::new(ScoreCache::new(config.cache_entries, config.cache_ttl)),
             breaker: Arc::new(Breaker::new(
+                "moderation",
                 config.breaker_failures,
                 config.breaker_cooldown,
             )),
@@ -176,7 +176,7 @@ impl Moderator {
 
         let mut failure = None;
         if !texts.is_empty() || !images.is_empty() {
-            if self.breaker.allow() {
+            if let Ok(permit) = self.breaker.admit() {
                 let (text_answer, image_answer) = futures_util::future::join(
                     self.call_texts(key, &texts),
                     self.call_images(key, &images),
@@ -210,12 +210,8 @@ impl Moderator {
                     Err(why) => failure = failure.or(Some(why)),
                 }
                 match failure {
-                    None => self.breaker.success(),
-                    Some(_) => {
-                        if self.breaker.failure() {
-                            tracing::warn!("moderation endpoint failing; circuit breaker open");
-                        }
-                    }
+                    None => permit.success(),
+                    Some(_) => permit.failure(),
                 }
             } else {
                 failure = Some(Failure::CircuitOpen);

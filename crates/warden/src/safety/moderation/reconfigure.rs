@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::breaker::Breaker;
 use super::cache::ScoreCache;
 use super::Moderator;
+use crate::breaker::Breaker;
 use crate::config::moderation::ModerationConfig;
 
 impl Moderator {
@@ -26,6 +26,7 @@ impl Moderator {
             self.breaker.clone()
         } else {
             Arc::new(Breaker::new(
+                "moderation",
                 config.breaker_failures,
                 config.breaker_cooldown,
             ))

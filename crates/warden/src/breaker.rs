@@ -1,7 +1,7 @@
-//! Circuit breaker for the upstream API: after `threshold` consecutive failed attempts
-//! (5xx, connection errors, timeouts) Warden stops calling for a cool-down and answers
-//! 503 at once, then lets one probe through; the probe's result closes or reopens it.
-//! This is what keeps retries from turning an upstream outage into a retry storm.
+//! Circuit breaker for a dependency (the upstream API, the Moderation endpoint): after
+//! `threshold` consecutive failed calls Warden stops calling for a cool-down and applies
+//! its failure policy at once, then lets one probe through; the probe's result closes or
+//! reopens it. This keeps an outage from becoming a retry storm or a queue of timeouts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -22,6 +22,8 @@ enum State {
 }
 
 pub struct Breaker {
+    /// What it guards, for the log line when it opens.
+    name: &'static str,
     threshold: u32,
     cooldown: Duration,
     // A std mutex: held for a few instructions, never across an await.
@@ -67,8 +69,9 @@ impl Drop for Permit<'_> {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Self {
         Self {
+            name,
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -130,8 +133,9 @@ impl Breaker {
             State::Closed { .. } | State::Probing { .. } => {
                 self.opened_total.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
+                    breaker = self.name,
                     cooldown_s = self.cooldown.as_secs_f64(),
-                    "upstream circuit breaker opened"
+                    "circuit breaker opened"
                 );
                 open
             }
@@ -167,7 +171,7 @@ mod tests {
 
     #[test]
     fn opens_after_n_failures_then_probes_once() {
-        let breaker = Breaker::new(3, Duration::from_millis(40));
+        let breaker = Breaker::new("test", 3, Duration::from_millis(40));
         for _ in 0..3 {
             breaker.admit().unwrap().failure();
         }
@@ -189,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_reopens_and_a_success_resets_the_count() {
-        let breaker = Breaker::new(2, Duration::from_millis(20));
+        let breaker = Breaker::new("test", 2, Duration::from_millis(20));
         breaker.admit().unwrap().failure();
         breaker.admit().unwrap().success();
         breaker.admit().unwrap().failure();
