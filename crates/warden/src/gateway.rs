@@ -194,11 +194,10 @@ impl Gateway {
             enforcement,
             notices,
             vault,
-            observers: vec![
-                Box::new(crate::limits::usage::UsageObservers),
-                Box::new(crate::abuse::output::OutputObservers(abuse.clone())),
-                Box::new(crate::spend::observer::SpendObservers(spend.clone())),
-            ],
+            observers: vec![Box::new(crate::proxy::settle::UsageSettlement {
+                spend: spend.clone(),
+                abuse: abuse.clone(),
+            })],
             abuse,
             alerts,
             lockdown,

@@ -12,7 +12,6 @@
 mod analyzer;
 pub mod distillation;
 pub mod observation;
-pub mod output;
 pub mod prompt;
 pub mod risk;
 pub mod sharing;
@@ -143,6 +142,11 @@ impl Abuse {
     }
 
     /// A response's output tokens, for the long-output signal.
+    /// Whether the detector runs (`[abuse] enabled`).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn observe_output(&self, key: String, user: Option<String>, tokens: u64) {
         self.send(Message::Output { key, user, tokens });
     }

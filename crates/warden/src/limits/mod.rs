@@ -8,7 +8,6 @@ pub mod refusal;
 pub mod shared;
 pub mod strip;
 pub mod tokens;
-pub mod usage;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

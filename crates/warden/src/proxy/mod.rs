@@ -12,4 +12,5 @@ pub mod pacing;
 pub mod parallel;
 pub mod recorder;
 pub mod retry;
+pub mod settle;
 pub mod upstream;

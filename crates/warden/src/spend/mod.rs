@@ -6,7 +6,6 @@
 //! the store in one batch per `flush_ms` and reads back the totals, so a restart keeps
 //! the budgets and replicas sharing one store see each other's spend within a flush.
 
-pub mod observer;
 pub mod period;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use dashmap::DashMap;
 
 use crate::config::spend::{Budget, SpendConfig};
 use crate::error::WardenError;
-use crate::limits::usage::Usage;
+use crate::openai::usage::Usage;
 use crate::store::Store;
 use period::{Periods, Window};
 
