@@ -98,15 +98,7 @@ fn usage_event(events: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn is_usage_chunk(event: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(event) else {
-        return false;
-    };
-    let data: String = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim_start)
-        .collect();
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(&data) else {
+    let Some(value) = crate::openai::sse::data_json(event) else {
         return false;
     };
     value

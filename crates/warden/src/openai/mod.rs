@@ -3,6 +3,7 @@
 //! from here instead of walking the JSON themselves.
 
 pub mod request_text;
+pub mod sse;
 pub mod usage;
 
 pub use request_text::{extract, Form, ImageRef, Replacement, RequestTexts, TextRef};

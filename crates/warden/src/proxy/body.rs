@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use serde_json::json;
 
 use super::observe::{RelayEnd, ResponseObserver};
 use super::recorder::{Outcome, Recorder};
@@ -156,27 +155,7 @@ const STREAM_BROKEN: &str = "The upstream stream ended unexpectedly. Please retr
 
 /// The SSE event OpenAI's SDKs turn into an `APIError` for each stream flavour.
 fn stream_error_event(endpoint: Endpoint) -> Bytes {
-    let error = json!({
-        "message": STREAM_BROKEN,
-        "type": "server_error",
-        "param": null,
-        "code": "upstream_stream_broken",
-    });
-    let text = match endpoint {
-        Endpoint::Responses => format!(
-            "event: error\ndata: {}\n\n",
-            json!({
-                "type": "error",
-                "code": "upstream_stream_broken",
-                "message": STREAM_BROKEN,
-                "param": null,
-                "sequence_number": 0,
-                "error": error,
-            })
-        ),
-        _ => format!("data: {}\n\n", json!({ "error": error })),
-    };
-    Bytes::from(text)
+    crate::openai::sse::error_event(endpoint, "upstream_stream_broken", STREAM_BROKEN, 0)
 }
 
 impl Drop for RelayBody {

@@ -20,6 +20,7 @@ use super::OUTPUT_STAGE;
 use crate::endpoint::Endpoint;
 use crate::events::flags::{self, Flag};
 use crate::keys::VirtualKey;
+use crate::openai::sse::{self, data_json, next_event, reencode};
 use crate::pipeline::Finding;
 use crate::proxy::observe::{RelayEnd, ResponseObserver};
 use crate::proxy::recorder::{Outcome, Recorder};
@@ -509,31 +510,6 @@ impl Drop for Relay {
     }
 }
 
-/// Splits one complete SSE event (through its blank line) off the front of `buf`.
-fn next_event(buf: &mut BytesMut) -> Option<Bytes> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let end = match (lf, crlf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    Some(buf.split_to(end).freeze())
-}
-
-/// The JSON of an event's `data:` line(s), if it has any.
-fn data_json(event: &[u8]) -> Option<Value> {
-    let text = std::str::from_utf8(event).ok()?;
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
-        return None;
-    }
-    serde_json::from_str(&data.join("\n")).ok()
-}
-
 /// The choices / outputs whose text ends with this event.
 fn finished(endpoint: Endpoint, v: &Value) -> Vec<usize> {
     match endpoint {
@@ -555,20 +531,6 @@ fn finished(endpoint: Endpoint, v: &Value) -> Vec<usize> {
             .map(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize)
             .collect(),
     }
-}
-
-/// An event with a rewritten JSON: its `event:` line kept, one `data:` line.
-fn reencode(original: &[u8], json: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(original.len() + 32);
-    let text = String::from_utf8_lossy(original);
-    for line in text.lines().filter(|l| l.starts_with("event:")) {
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(json.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 /// Events after which no more text of a choice follows: check before releasing them.
@@ -637,17 +599,7 @@ fn error_event(endpoint: Endpoint, code: &str, state: &State) -> Bytes {
         "moderation_unavailable" => "Output moderation is unavailable, so the rest of the answer was withheld. Please retry.",
         _ => "The upstream stream ended unexpectedly. Please retry.",
     };
-    let error = json!({"message": message, "type": "server_error", "param": null, "code": code});
-    match endpoint {
-        Endpoint::Responses => {
-            let event = json!({
-                "type": "error", "code": code, "message": message, "param": null,
-                "sequence_number": state.seq + 1, "error": error,
-            });
-            Bytes::from(format!("event: error\ndata: {event}\n\n"))
-        }
-        _ => Bytes::from(format!("data: {}\n\n", json!({ "error": error }))),
-    }
+    sse::error_event(endpoint, code, message, state.seq + 1)
 }
 
 #[cfg(test)]

@@ -113,21 +113,6 @@ async fn responses_end_with_response_incomplete() {
     assert!(out.contains(r#""sequence_number":3"#), "{out}");
 }
 
-#[test]
-fn events_split_on_blank_lines_of_either_style() {
-    let mut buf = BytesMut::from(&b"data: a\n\ndata: b\r\n\r\ndata: c"[..]);
-    assert_eq!(
-        next_event(&mut buf).unwrap(),
-        Bytes::from_static(b"data: a\n\n")
-    );
-    assert_eq!(
-        next_event(&mut buf).unwrap(),
-        Bytes::from_static(b"data: b\r\n\r\n")
-    );
-    assert!(next_event(&mut buf).is_none());
-    assert_eq!(&buf[..], b"data: c");
-}
-
 #[tokio::test]
 async fn moderation_gets_the_secret_masked_once_it_is_recognisable() {
     use crate::safety::filters::{FilterPolicy, Scanner};
