@@ -12,7 +12,6 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use warden::abuse::distillation::{Distillation, Window};
 use warden::abuse::observation::{shape, Observation};
-use warden::abuse::prompt::last_user_text;
 use warden::abuse::simhash::simhash;
 use warden::config::EndUserPolicy;
 use warden::endpoint::Endpoint;
@@ -36,7 +35,12 @@ fn context() -> RequestContext {
         incoming: None,
         raw_body: Bytes::from_static(BODY),
         body: JsonBody::parse(BODY).ok(),
-        texts: Default::default(),
+        texts: warden::openai::extract(
+            Endpoint::ChatCompletions,
+            &JsonBody::parse(BODY).unwrap(),
+            None,
+        )
+        .unwrap(),
         model: Some("gpt-4o-mini".into()),
         stream: false,
         key: Some(Arc::new(VirtualKey {
@@ -123,17 +127,20 @@ fn bench(c: &mut Criterion) {
         user.record(i, simhash(&text), Default::default(), &window);
     }
     let mut at = 200;
-    c.bench_function("analyzer: one request (prompt, simhash, two actors)", |b| {
-        b.iter(|| {
-            at += 1;
-            let text = last_user_text(Endpoint::ChatCompletions, BODY).unwrap();
-            let fingerprint = simhash(&text);
-            for d in [&mut key, &mut user] {
-                d.record(at, fingerprint, Default::default(), &window);
-                black_box(d.score(at, &window));
-            }
-        })
-    });
+    c.bench_function(
+        "analyzer: one request (simhash, two actors; the prompt comes with the observation)",
+        |b| {
+            b.iter(|| {
+                at += 1;
+                let text = ctx.texts.prompt().unwrap();
+                let fingerprint = simhash(&text);
+                for d in [&mut key, &mut user] {
+                    d.record(at, fingerprint, Default::default(), &window);
+                    black_box(d.score(at, &window));
+                }
+            })
+        },
+    );
 }
 
 criterion_group! {

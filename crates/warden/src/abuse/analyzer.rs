@@ -138,11 +138,7 @@ impl Analyzer {
         if o.fail_open {
             self.fail_open.add(at, 1);
         }
-        let fingerprint = o
-            .body
-            .as_deref()
-            .and_then(|b| super::prompt::last_user_text(o.endpoint, b))
-            .and_then(|text| super::simhash::simhash(&text));
+        let fingerprint = o.prompt.as_deref().and_then(super::simhash::simhash);
         let Some(key) = o.key.as_deref() else { return };
         let mut actors = vec![(actor_id(key, None), true)];
         if let Some(user) = o.user.as_deref() {

@@ -12,7 +12,6 @@
 mod analyzer;
 pub mod distillation;
 pub mod observation;
-pub mod prompt;
 pub mod risk;
 pub mod sharing;
 pub mod simhash;

@@ -3,17 +3,11 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
-
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::geo::Country;
 use crate::json_body::JsonBody;
 use crate::pipeline::{Finding, RequestContext, Side};
-
-/// Bodies up to this size travel to the analyzer for template detection; larger ones
-/// are counted without it (the queue must not pin large buffers).
-pub const MAX_SAMPLED_BODY: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shape {
@@ -38,7 +32,9 @@ pub struct Observation {
     /// Moderation failed and the request went through unchecked.
     pub fail_open: bool,
     pub shape: Shape,
-    pub body: Option<Bytes>,
+    /// The end user's prompt (`RequestTexts::prompt`, at most 4 KiB), for template
+    /// detection.
+    pub prompt: Option<String>,
 }
 
 impl Observation {
@@ -58,8 +54,6 @@ impl Observation {
         }
         categories.sort_unstable();
         categories.dedup();
-        let body = (!ctx.raw_body.is_empty() && ctx.raw_body.len() <= MAX_SAMPLED_BODY)
-            .then(|| ctx.raw_body.clone());
         Observation {
             at_ms: crate::events::now_ms(),
             key: ctx.key_name().map(str::to_owned),
@@ -70,7 +64,7 @@ impl Observation {
             categories,
             fail_open,
             shape: ctx.body.as_ref().map(shape).unwrap_or_default(),
-            body,
+            prompt: ctx.texts.prompt(),
         }
     }
 }

@@ -44,6 +44,31 @@ pub struct TextRef {
     /// responses `instructions`, tool descriptions. Jailbreak scoring skips these by
     /// default: a system prompt is full of rules and personas and is not an attack.
     pub instructions: bool,
+    /// The `role` of the message or item it is in (`user` for a plain responses input).
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Developer,
+    Tool,
+    Other,
+}
+
+impl Role {
+    fn of(raw: &RawValue) -> Role {
+        match raw.get() {
+            r#""user""# => Role::User,
+            r#""assistant""# => Role::Assistant,
+            r#""system""# => Role::System,
+            r#""developer""# => Role::Developer,
+            r#""tool""# | r#""function""# => Role::Tool,
+            _ => Role::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +141,42 @@ pub fn extract(
     Ok(walker.out)
 }
 
+/// The prompt text a fingerprint needs no more of.
+const MAX_PROMPT: usize = 4096;
+
 impl RequestTexts {
+    /// What the request asks, for template detection: the end user's last message (chat,
+    /// responses) or the prompt (completions, images), cut to 4 KiB. The application's
+    /// own instructions are left out: it sends the same ones every time.
+    pub fn prompt(&self) -> Option<String> {
+        let last = self.texts.iter().rev().find(|t| match t.field {
+            "messages" | "input" => t.role == Some(Role::User),
+            "prompt" => true,
+            _ => false,
+        })?;
+        let mut text = match last.param.find(']') {
+            Some(end) if last.field != "prompt" => {
+                let item = format!("{}.", &last.param[..=end]);
+                let parts: Vec<&str> = self
+                    .texts
+                    .iter()
+                    .filter(|t| t.field == last.field && t.param.starts_with(&item))
+                    .map(|t| t.text.as_str())
+                    .collect();
+                parts.join("\n")
+            }
+            _ => last.text.clone(),
+        };
+        if text.len() > MAX_PROMPT {
+            let mut cut = MAX_PROMPT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        Some(text)
+    }
+
     /// `messages[7].` / `input[3].`: the conversation item the client added last, where a
     /// body carries a conversation; texts outside it are earlier turns sent again, judged
     /// when they were new (so they must not earn a second strike).
@@ -191,6 +251,7 @@ struct At<'a, 'p> {
     base: &'a str,
     path: &'p str,
     instructions: bool,
+    role: Option<Role>,
 }
 
 impl<'a, 'p> At<'a, 'p> {
@@ -200,6 +261,7 @@ impl<'a, 'p> At<'a, 'p> {
             base: self.base,
             path,
             instructions: self.instructions,
+            role: self.role,
         }
     }
 }
@@ -221,6 +283,7 @@ impl Walker {
             base: raw.get(),
             path: name,
             instructions: false,
+            role: None,
         };
         walk(self, at, raw)
     }
@@ -250,6 +313,7 @@ impl Walker {
             form,
             text,
             instructions: at.instructions,
+            role: at.role,
         });
     }
 
@@ -310,6 +374,7 @@ impl Walker {
             let entries = object(message, &path)?;
             let at = At {
                 instructions: from_the_application(&entries),
+                role: role_of(&entries),
                 ..at.with_path(&path)
             };
             self.item_entries(at, &entries)?;
@@ -321,6 +386,13 @@ impl Walker {
     /// replayed output items), each walked like a chat message.
     fn responses_input(&mut self, at: At<'_, '_>, raw: &RawValue) -> Result<(), WardenError> {
         match JsonKind::of(raw.get()) {
+            JsonKind::String if !at.instructions => {
+                let at = At {
+                    role: Some(Role::User),
+                    ..at
+                };
+                return self.push_string(at, raw);
+            }
             JsonKind::String => return self.push_string(at, raw),
             JsonKind::Array => {}
             other => return Err(wrong_shape(at.path, "a string or an array", other)),
@@ -330,6 +402,7 @@ impl Walker {
             let entries = object(item, &path)?;
             let at = At {
                 instructions: from_the_application(&entries),
+                role: role_of(&entries),
                 ..at.with_path(&path)
             };
             self.item_entries(at, &entries)?;
@@ -521,6 +594,15 @@ fn from_the_application(entries: &[(String, &RawValue)]) -> bool {
     let mut roles = entries.iter().filter(|(k, _)| k == "role").peekable();
     roles.peek().is_some()
         && roles.all(|(_, v)| matches!(v.get(), r#""system""# | r#""developer""#))
+}
+
+/// A message's role; with a repeated `role`, the last (as most parsers read it).
+fn role_of(entries: &[(String, &RawValue)]) -> Option<Role> {
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "role")
+        .map(|(_, v)| Role::of(v))
 }
 
 /// A part or item whose `type` says it carries no text (audio, files). With a repeated

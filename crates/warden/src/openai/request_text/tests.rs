@@ -354,3 +354,43 @@ fn several_rewrites_in_one_field_and_escapes() {
         br#"{"messages":[{"content":"<a\nb>"},{"content":"<c>"}]}"#
     );
 }
+
+#[test]
+fn the_prompt_is_the_last_user_message_without_the_system_prompt() {
+    let chat = br#"{"messages":[{"role":"system","content":"be nice"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":[{"type":"text","text":"second"},{"type":"text","text":"third"}]},{"role":"tool","tool_call_id":"c","content":"tool says"}]}"#;
+    assert_eq!(
+        extracted(Endpoint::ChatCompletions, chat)
+            .unwrap()
+            .prompt()
+            .as_deref(),
+        Some("second\nthird")
+    );
+    let responses = br#"{"input":"hello","instructions":"sys"}"#;
+    assert_eq!(
+        extracted(Endpoint::Responses, responses)
+            .unwrap()
+            .prompt()
+            .as_deref(),
+        Some("hello")
+    );
+    let completions = br#"{"prompt":["a","b"]}"#;
+    assert_eq!(
+        extracted(Endpoint::Completions, completions)
+            .unwrap()
+            .prompt()
+            .as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        extracted(Endpoint::Embeddings, br#"{"input":"x"}"#)
+            .unwrap()
+            .prompt(),
+        None
+    );
+    let long = format!(r#"{{"input":"{}"}}"#, "é".repeat(3000));
+    let prompt = extracted(Endpoint::Responses, long.as_bytes())
+        .unwrap()
+        .prompt()
+        .unwrap();
+    assert!(prompt.len() <= 4096 && prompt.chars().all(|c| c == 'é'));
+}

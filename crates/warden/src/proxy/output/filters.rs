@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
-use super::text;
 use crate::endpoint::Endpoint;
 use crate::events::flags::{self, Flag};
+use crate::openai::response_text as text;
 use crate::safety::filters::normalize::Normalizer;
 use crate::safety::filters::{Action, Finding, Scanner};
 

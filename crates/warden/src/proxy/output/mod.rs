@@ -7,7 +7,6 @@
 pub mod filters;
 pub mod guard;
 pub mod stream;
-pub mod text;
 
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
+use crate::openai::response_text as text;
 use crate::pipeline::{Finding, RequestContext};
 use crate::safety::filters::Scanner;
 use crate::safety::moderation::{Moderator, Side};

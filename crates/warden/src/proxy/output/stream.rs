@@ -15,11 +15,11 @@ use tokio::sync::mpsc;
 
 use super::filters::{self, FILTER_STAGE};
 use super::guard::{Guard, Plan, Segment};
-use super::text::{deltas, visit_deltas_mut};
 use super::OUTPUT_STAGE;
 use crate::endpoint::Endpoint;
 use crate::events::flags::{self, Flag};
 use crate::keys::VirtualKey;
+use crate::openai::response_text::{deltas, visit_deltas_mut};
 use crate::openai::sse::{self, data_json, next_event, reencode};
 use crate::pipeline::Finding;
 use crate::proxy::observe::{RelayEnd, ResponseObserver};
