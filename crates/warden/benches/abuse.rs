@@ -66,7 +66,7 @@ fn context() -> RequestContext {
         tier_override: None,
         response_headers: Vec::new(),
         audit: Default::default(),
-        pending_moderation: None,
+        deferred: None,
     }
 }
 

@@ -70,7 +70,7 @@ pub struct RequestContext {
     pub audit: crate::events::AuditNotes,
     /// Input moderation still running (`parallel` mode): the proxy awaits it, racing the
     /// upstream call, before anything reaches the client.
-    pub pending_moderation: Option<crate::stages::moderation::PendingVerdict>,
+    pub deferred: Option<crate::pipeline::deferred::Deferred>,
 }
 
 impl RequestContext {
@@ -108,7 +108,7 @@ impl RequestContext {
             response_headers: Vec::new(),
             country: None,
             audit: Default::default(),
-            pending_moderation: None,
+            deferred: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! blocking with a typed reason. The order lives in `Pipeline::standard` and nowhere else.
 
 mod context;
+pub mod deferred;
 mod finding;
 
 pub use context::{RequestContext, StageRecord, Verdict};

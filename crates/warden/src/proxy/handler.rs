@@ -13,7 +13,7 @@ use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::gateway::Gateway;
-use crate::pipeline::{Finding, RequestContext};
+use crate::pipeline::{deferred, Finding, RequestContext};
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -62,10 +62,10 @@ pub async fn handle(
     let mut retries = 0;
     // `parallel` moderation: upstream's answer, held until the verdict passed.
     let mut early = None;
-    if let (Ok(()), Some(verdict)) = (&ran, ctx.pending_moderation.take()) {
-        let (judged, sent) =
-            super::parallel::race(verdict, gateway.upstream.send(&ctx, &mut retries)).await;
-        ran = crate::stages::moderation::settle_late(&mut ctx, judged);
+    if let (Ok(()), Some(verdict)) = (&ran, ctx.deferred.take()) {
+        let (stage, settled, sent) =
+            deferred::race(verdict, gateway.upstream.send(&ctx, &mut retries)).await;
+        ran = deferred::settle(&mut ctx, stage, settled);
         early = sent;
     }
     recorder.learn(&ctx);

@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod observe;
 pub mod output;
 pub mod pacing;
-pub mod parallel;
 pub mod recorder;
 pub mod retry;
 pub mod settle;

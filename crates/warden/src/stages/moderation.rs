@@ -3,19 +3,20 @@
 //! `content_filter` naming the field and categories; the request never goes upstream.
 //!
 //! In `parallel` mode (per key) the verdict is not awaited here: it is left in the
-//! context as a [`PendingVerdict`] that the proxy races with the upstream call, releasing
-//! nothing to the client until it passes (`proxy::parallel`). A verdict the cache can
-//! give at once is settled here, as in `strict` mode.
+//! context as a [`Deferred`] verdict that the pipeline races with the upstream call,
+//! releasing nothing to the client until it passes (`pipeline::deferred`). A verdict the
+//! cache can give at once is settled here, as in `strict` mode.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use crate::config::moderation::Mode;
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
+use crate::pipeline::deferred::{Deferred, Settled};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
 use crate::safety::blocked::ContentFilter;
 use crate::safety::moderation::pieces;
@@ -27,28 +28,6 @@ const STAGE: &str = "moderation";
 pub type Judged = Result<Checked, Unavailable>;
 
 type Judging = Pin<Box<dyn Future<Output = Judged> + Send>>;
-
-/// Input moderation still under way (`parallel` mode). The `Mutex` only makes it `Sync`
-/// (the context is shared while upstream is called); it is never locked, as polling
-/// needs `&mut` anyway.
-pub struct PendingVerdict(std::sync::Mutex<Judging>);
-
-impl PendingVerdict {
-    fn new(judging: Judging) -> Self {
-        Self(std::sync::Mutex::new(judging))
-    }
-}
-
-impl Future for PendingVerdict {
-    type Output = Judged;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Judged> {
-        match self.get_mut().0.get_mut() {
-            Ok(judging) => judging.as_mut().poll(cx),
-            Err(poisoned) => poisoned.into_inner().as_mut().poll(cx),
-        }
-    }
-}
 
 /// Whether a verdict lets the request go on (a fail-open counts as passing).
 pub fn passes(judged: &Judged) -> bool {
@@ -65,7 +44,7 @@ impl Moderate {
     }
 
     /// The verdict as a future that owns what it needs, so it can outlive the stage.
-    fn judging(&self, ctx: &RequestContext) -> Option<PendingVerdict> {
+    fn judging(&self, ctx: &RequestContext) -> Option<Judging> {
         ctx.body.as_ref()?;
         let pieces = pieces::of_request(&ctx.texts);
         if pieces.is_empty() {
@@ -73,9 +52,9 @@ impl Moderate {
         }
         let moderator = self.moderator.clone();
         let key = ctx.key.clone();
-        Some(PendingVerdict::new(Box::pin(async move {
+        Some(Box::pin(async move {
             moderator.check(Side::Input, &pieces, key.as_deref()).await
-        })))
+        }))
     }
 }
 
@@ -123,18 +102,6 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
     }
 }
 
-/// [`settle`] for a verdict that arrived after the pipeline ran: a refusal also marks
-/// the stage's entry in the trail as the one that blocked.
-pub fn settle_late(ctx: &mut RequestContext, judged: Judged) -> Result<(), WardenError> {
-    let settled = settle(ctx, judged);
-    if settled.is_err() {
-        if let Some(record) = ctx.trail.iter_mut().rev().find(|r| r.stage == STAGE) {
-            record.verdict = None;
-        }
-    }
-    settled.map(|_| ())
-}
-
 impl Stage for Moderate {
     fn name(&self) -> &'static str {
         STAGE
@@ -163,7 +130,10 @@ impl Stage for Moderate {
                 if let Poll::Ready(judged) = polled {
                     return settle(ctx, judged);
                 }
-                ctx.pending_moderation = Some(judging);
+                ctx.deferred = Some(Deferred::new(STAGE, async move {
+                    let judged = judging.await;
+                    Settled::new(passes(&judged), move |ctx| settle(ctx, judged))
+                }));
                 return Ok(Verdict::Allow);
             }
             let judged = judging.await;
@@ -256,14 +226,14 @@ mod tests {
         fake.delay_ms.store(50, Ordering::SeqCst);
         let mut ctx = chat("FLAG:hate, slowly");
         assert_eq!(check(&stage, &mut ctx).await.unwrap(), Verdict::Allow);
-        let pending = ctx.pending_moderation.take().unwrap();
-        let judged = pending.await;
-        assert!(!passes(&judged));
+        let pending = ctx.deferred.take().unwrap();
+        let settled = pending.await;
+        assert!(!settled.passes);
         ctx.trail.push(crate::pipeline::StageRecord {
             stage: STAGE,
             verdict: Some(Verdict::Allow),
         });
-        let err = settle_late(&mut ctx, judged).unwrap_err();
+        let err = crate::pipeline::deferred::settle(&mut ctx, STAGE, settled).unwrap_err();
         assert_eq!(err.code(), "content_filter");
         assert_eq!(ctx.trail[0].verdict, None);
 
@@ -274,7 +244,7 @@ mod tests {
             check(&stage, &mut ctx).await.unwrap_err().code(),
             "content_filter"
         );
-        assert!(ctx.pending_moderation.is_none());
+        assert!(ctx.deferred.is_none());
     }
 
     #[test]

@@ -55,6 +55,6 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         response_headers: Vec::new(),
         country: None,
         audit: Default::default(),
-        pending_moderation: None,
+        deferred: None,
     }
 }
