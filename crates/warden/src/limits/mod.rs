@@ -6,7 +6,6 @@ pub mod gcra;
 pub mod local;
 pub mod refusal;
 pub mod shared;
-pub mod strip;
 pub mod tokens;
 
 use std::net::IpAddr;

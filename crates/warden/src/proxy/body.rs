@@ -20,8 +20,8 @@ pub enum ProxyBody {
     Relay(Box<RelayBody>),
     /// Frames released by a task that transforms the upstream body (output moderation).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
-    /// Another body with the usage-only stream chunk removed (`limits::strip`).
-    Stripped(Box<crate::limits::strip::StripBody>),
+    /// Another body with the usage-only stream chunk removed (`proxy::strip_usage`).
+    Stripped(Box<crate::proxy::strip_usage::StripBody>),
 }
 
 impl ProxyBody {

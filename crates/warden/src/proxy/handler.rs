@@ -3,12 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{ProxyBody, RelayBody};
+use super::body::ProxyBody;
 use super::client_ip::client_ip;
-use super::headers;
 use super::recorder::{Outcome, Recorder};
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
@@ -111,55 +110,7 @@ pub async fn handle(
         Ok(reply) => reply,
         Err(err) => return refuse(recorder, &err, &ctx.request_id).await,
     };
-    let (mut head, upstream_body) = reply.response.into_parts();
-    recorder.answered(head.status.as_u16(), Some(reply.elapsed));
-    let request_id =
-        HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("unknown"));
-    head.headers = headers::to_client(&head.headers, &request_id);
-    head.headers.extend(ctx.response_headers.drain(..));
-    let is_sse = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if !is_sse && may_target_user(&ctx, head.status) {
-        return relay_refusal(&gateway, &ctx, head, upstream_body, recorder).await;
-    }
-    let observers = gateway
-        .observers
-        .iter()
-        .filter_map(|factory| factory.observe(&ctx, &head))
-        .collect();
-    // Warden asked for the stream's usage chunk; the client did not (limits stage).
-    let strip = is_sse
-        && ctx
-            .limit_ticket
-            .as_ref()
-            .is_some_and(|t| t.strip_usage_chunk);
-    if let Some(checks) = super::output::checks(&snapshot.moderator, &snapshot.filters, &ctx, &head)
-    {
-        let response = super::output::respond(
-            checks,
-            &ctx,
-            head,
-            upstream_body,
-            recorder,
-            observers,
-            is_sse,
-        )
-        .await;
-        return crate::limits::strip::wrap(response, strip);
-    }
-    let body = RelayBody::new(
-        upstream_body,
-        recorder,
-        is_sse.then_some(endpoint),
-        observers,
-    );
-    crate::limits::strip::wrap(
-        Response::from_parts(head, ProxyBody::Relay(Box::new(body))),
-        strip,
-    )
+    super::respond::respond(&gateway, &snapshot, &mut ctx, reply, recorder).await
 }
 
 /// A revoked or expired virtual key still in use is probably leaked: tell the operator.
@@ -181,58 +132,9 @@ fn leak_alert(gateway: &Gateway, ctx: &RequestContext) {
     ));
 }
 
-/// An upstream client error on a request that named an end user: it may be OpenAI
-/// refusing that user.
-fn may_target_user(ctx: &RequestContext, status: http::StatusCode) -> bool {
-    status.is_client_error()
-        && status != http::StatusCode::TOO_MANY_REQUESTS
-        && ctx.safety_identifier.is_some()
-        && ctx.end_user.is_some()
-}
-
-/// Error bodies are small: read it whole, suspend the end user if OpenAI refused them by
-/// their identifier, and pass the error on unchanged.
-async fn relay_refusal(
-    gateway: &Gateway,
-    ctx: &RequestContext,
-    head: http::response::Parts,
-    body: super::upstream::UpstreamBody,
-    recorder: Recorder,
-) -> Response<ProxyBody> {
-    use http_body_util::BodyExt;
-    const MAX_ERROR_BODY: usize = 256 * 1024;
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        http_body_util::Limited::new(body, MAX_ERROR_BODY).collect(),
-    )
-    .await;
-    let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        _ => return refuse(recorder, &WardenError::UpstreamUnavailable, &ctx.request_id).await,
-    };
-    if let (Some(sid), Some(key), Some(user)) = (
-        ctx.safety_identifier.as_deref(),
-        ctx.key_name(),
-        ctx.end_user.as_ref(),
-    ) {
-        if let Some(code) = crate::enforcement::upstream_refusal::targets_identifier(
-            head.status.as_u16(),
-            &bytes,
-            sid,
-        ) {
-            gateway
-                .enforcement
-                .upstream_refused(key, &user.id, &ctx.request_id, &code)
-                .await;
-        }
-    }
-    recorder.finish(Outcome::Allowed, None);
-    Response::from_parts(head, ProxyBody::full(bytes))
-}
-
 /// Warden's own answer to a refused or failed request, recorded with its reason. The
 /// event is committed before the answer goes out (bounded by `events.durable_timeout_ms`).
-async fn refuse(
+pub(super) async fn refuse(
     mut recorder: Recorder,
     err: &WardenError,
     request_id: &str,

@@ -10,6 +10,8 @@ pub mod observe;
 pub mod output;
 pub mod pacing;
 pub mod recorder;
+pub mod respond;
 pub mod retry;
 pub mod settle;
+pub mod strip_usage;
 pub mod upstream;

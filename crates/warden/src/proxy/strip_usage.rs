@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::body::{BoxError, ProxyBody};
+use super::body::{BoxError, ProxyBody};
 
 /// An event larger than this without an end is passed on as it is, not held.
 const MAX_HELD: usize = 1 << 20;
