@@ -245,3 +245,57 @@ allowed_models = ["gpt-4o-mini"]
     assert_eq!(expect_error(other, 403).await["code"], "model_not_allowed");
     assert_eq!(w.standin.requests().len(), 1);
 }
+
+/// Regression: a config key's allow-lists were checked inside the limits stage, so
+/// `[limits] enabled = false` let every model and endpoint through.
+#[tokio::test]
+async fn a_config_keys_allow_lists_hold_with_limits_off() {
+    let w = Warden::start_with(Options {
+        extra_toml: r#"
+[limits]
+enabled = false
+
+[[keys]]
+name = "narrow"
+secret_env = "T_NARROW_KEY"
+end_user = "optional"
+[keys.limits]
+allowed_models = ["gpt-4o-mini"]
+allowed_endpoints = ["chat.completions"]
+"#
+        .into(),
+        extra_env: vec![(
+            "T_NARROW_KEY".into(),
+            "wk-test-narrow-0123456789abcdef".into(),
+        )],
+        ..Default::default()
+    });
+    let send = |path: &'static str, body: serde_json::Value| {
+        client()
+            .post(w.url(path))
+            .bearer_auth("wk-test-narrow-0123456789abcdef")
+            .json(&body)
+            .send()
+    };
+    let other_model = send(
+        "/v1/chat/completions",
+        serde_json::json!({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        expect_error(other_model, 403).await["code"],
+        "model_not_allowed"
+    );
+    let other_endpoint = send(
+        "/v1/embeddings",
+        serde_json::json!({"model":"gpt-4o-mini","input":"hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        expect_error(other_endpoint, 403).await["code"],
+        "endpoint_not_allowed"
+    );
+    assert!(w.standin.requests().is_empty());
+}

@@ -57,8 +57,8 @@ impl Pipeline {
     ///    serve browsers and phones directly. Before anything reads the body.
     /// 2. `read_body` — reads the body within `max_body_bytes` and the body timeout,
     ///    parses the JSON once, and checks the type of every field Warden reads.
-    ///    `key_scope` — a store key's models and endpoints (403), once the body named the
-    ///    model.
+    ///    `key_scope` — the key's endpoints and models, store and config keys alike (403;
+    ///    400 `model_required` for a model-scoped key naming no model).
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
     /// 4. `user_standing` — banned and suspended end users are refused (403) before any
@@ -69,8 +69,8 @@ impl Pipeline {
     ///    tiers (403 `lockdown`). Before limits, so refused traffic spends no budget.
     /// 6. `abuse_gate` — keys and end users the abuse analyzer throttles (429
     ///    `abuse_throttled`).
-    /// 7. `limits` — volume before content, cheapest refusal first: the key's allowed
-    ///    endpoints and models, `n` and output caps, prompt tokens against the per-request
+    /// 7. `limits` — volume before content, cheapest refusal first: `n` and output caps,
+    ///    prompt tokens against the per-request
     ///    cap, then rate/token/in-flight limits of organization, key, end user (by tier)
     ///    and client IP (one Redis round trip when shared). 429 with OpenAI's headers.
     ///    Then `spend` (its own stage): daily and monthly spend budgets of organization,
@@ -90,7 +90,7 @@ impl Pipeline {
                     deps.max_body_bytes,
                     deps.body_timeout,
                 )),
-                Box::new(stages::key_scope::KeyScopeCheck),
+                Box::new(stages::key_scope::KeyScopeCheck::new(deps.limits.clone())),
                 Box::new(stages::end_user::ResolveEndUser),
                 Box::new(stages::user_standing::UserStanding::new(
                     deps.enforcement,

@@ -1,35 +1,67 @@
-//! A store key's scope — the models and endpoints it was issued for. Config keys
-//! are scoped by `[keys.limits]` in the limits stage instead.
+//! A key's scope: the endpoints and models it may use, for both kinds of key (a store
+//! key's scope from `warden keys create`, a config key's `[keys.limits]` allow-lists).
+//! Checked right after the body named the model, before anything else reads the request,
+//! and whether or not `[limits]` is enabled.
 
+use std::sync::Arc;
+
+use crate::config::limits::LimitsConfig;
 use crate::endpoint::Endpoint;
 use crate::error::WardenError;
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};
 use crate::stages::limits::model_matches;
 
-pub struct KeyScopeCheck;
+pub struct KeyScopeCheck {
+    limits: Arc<LimitsConfig>,
+}
 
 impl KeyScopeCheck {
-    fn decide(ctx: &RequestContext) -> Result<Verdict, WardenError> {
+    pub fn new(limits: Arc<LimitsConfig>) -> Self {
+        Self { limits }
+    }
+
+    fn decide(&self, ctx: &RequestContext) -> Result<Verdict, WardenError> {
         let Some(key) = ctx.key.as_deref() else {
             return Ok(Verdict::Allow);
         };
-        let Some(scope) = &key.scope else {
-            return Ok(Verdict::Allow);
-        };
-        if let Some(endpoints) = &scope.endpoints {
-            let label = ctx.endpoint.label();
-            if !endpoints.iter().any(|e| e == label) {
-                return Err(WardenError::EndpointNotAllowed {
-                    endpoint: label,
+        let endpoint_allowed = |allowed: bool| {
+            if allowed {
+                Ok(())
+            } else {
+                Err(WardenError::EndpointNotAllowed {
+                    endpoint: ctx.endpoint.label(),
                     key: key.name.clone(),
-                });
+                })
+            }
+        };
+        let model = ctx.model.clone().or_else(|| model_in_path(ctx));
+        if let Some(scope) = &key.scope {
+            if let Some(endpoints) = &scope.endpoints {
+                endpoint_allowed(endpoints.iter().any(|e| e == ctx.endpoint.label()))?;
+            }
+            if let Some(models) = &scope.models {
+                check_models(ctx.endpoint, model.as_deref(), models, &key.name)?;
             }
         }
-        if let Some(models) = &scope.models {
-            check_models(ctx.endpoint, ctx.model.as_deref(), models, &key.name)?;
+        if let Some(limits) = self.limits.keys.get(&key.name) {
+            if let Some(endpoints) = &limits.allowed_endpoints {
+                endpoint_allowed(endpoints.contains(&ctx.endpoint))?;
+            }
+            if let Some(models) = &limits.allowed_models {
+                check_models(ctx.endpoint, model.as_deref(), models, &key.name)?;
+            }
         }
         Ok(Verdict::Allow)
     }
+}
+
+/// `GET /v1/models/{id}` names its model in the path.
+pub fn model_in_path(ctx: &RequestContext) -> Option<String> {
+    (ctx.endpoint == Endpoint::Model)
+        .then(|| ctx.path_and_query.split('?').next())
+        .flatten()
+        .and_then(|p| p.trim_end_matches('/').rsplit('/').next())
+        .map(str::to_owned)
 }
 
 /// A key limited to some models: the request's model must match one, and a request that
@@ -67,6 +99,6 @@ impl Stage for KeyScopeCheck {
     }
 
     fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
-        Step::Ready(Self::decide(ctx))
+        Step::Ready(self.decide(ctx))
     }
 }

@@ -49,23 +49,10 @@ impl Limits {
         }
         let key = ctx.key.clone().ok_or(WardenError::Internal)?;
         let key_limits = self.config.keys.get(&key.name);
-        if let Some(allowed) = key_limits.and_then(|k| k.allowed_endpoints.as_ref()) {
-            if !allowed.contains(&ctx.endpoint) {
-                return Err(WardenError::EndpointNotAllowed {
-                    endpoint: ctx.endpoint.label(),
-                    key: key.name.clone(),
-                });
-            }
-        }
-        let model = ctx.model.clone().or_else(|| model_in_path(ctx));
-        if let Some(allowed) = key_limits.and_then(|k| k.allowed_models.as_ref()) {
-            crate::stages::key_scope::check_models(
-                ctx.endpoint,
-                model.as_deref(),
-                allowed,
-                &key.name,
-            )?;
-        }
+        let model = ctx
+            .model
+            .clone()
+            .or_else(|| crate::stages::key_scope::model_in_path(ctx));
 
         // A tier claim names one of the configured tiers; anything else gets the default.
         let claimed = ctx.user_claims.as_ref().and_then(|c| c.tier.as_deref());
@@ -194,14 +181,6 @@ fn tier_priorities(config: &LimitsConfig) -> HashMap<String, Priority> {
             (name.clone(), priority)
         })
         .collect()
-}
-
-fn model_in_path(ctx: &RequestContext) -> Option<String> {
-    (ctx.endpoint == Endpoint::Model)
-        .then(|| ctx.path_and_query.split('?').next())
-        .flatten()
-        .and_then(|p| p.trim_end_matches('/').rsplit('/').next())
-        .map(str::to_owned)
 }
 
 /// `gpt-4o` matches exactly; `gpt-4o*` matches every model starting with `gpt-4o`.
