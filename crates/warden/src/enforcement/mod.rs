@@ -515,14 +515,4 @@ pub enum Action {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC, for messages and tables.
-pub fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.replace_millisecond(0)
-                .ok()?
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::error::wait::format_ms;

@@ -91,7 +91,7 @@ pub fn of_hit(stage: &str, action: &str, hit: &crate::safety::moderation::Hit) -
 }
 
 /// A refusal by a content check, as the client was told (`param`, categories, scores).
-pub fn of_block(stage: &str, block: &crate::safety::blocked::ContentFilter) -> Flag {
+pub fn of_block(stage: &str, block: &crate::error::ContentFilter) -> Flag {
     let scores = block
         .details
         .iter()

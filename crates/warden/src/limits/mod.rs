@@ -309,7 +309,7 @@ impl Limiter {
                 ticket.in_flight.push(state.clone());
                 if before >= max {
                     // Dropping the ticket gives back the slots taken so far.
-                    return Err(WardenError::RateLimited(Box::new(RateLimitRefusal {
+                    return Err(WardenError::Refused(std::sync::Arc::new(RateLimitRefusal {
                         budget: Budget::Requests,
                         message: format!(
                             "Too many concurrent requests for {}: limit {max} in flight. Please try again in {}.",
@@ -401,13 +401,15 @@ impl Limiter {
                 actor.label(), check.rate.limit, check.cost
             ),
         };
-        Err(WardenError::RateLimited(Box::new(RateLimitRefusal {
-            budget,
-            message,
-            retry_after: wait.map(Duration::from_nanos),
-            requests: state_of(day),
-            tokens: state_of(2 + day),
-        })))
+        Err(WardenError::Refused(std::sync::Arc::new(
+            RateLimitRefusal {
+                budget,
+                message,
+                retry_after: wait.map(Duration::from_nanos),
+                requests: state_of(day),
+                tokens: state_of(2 + day),
+            },
+        )))
     }
 }
 

@@ -41,6 +41,28 @@ pub struct RateLimitRefusal {
     pub tokens: Option<BudgetState>,
 }
 
+impl crate::error::Refusal for RateLimitRefusal {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> &'static str {
+        "rate_limit_exceeded"
+    }
+    /// OpenAI's 429s name the budget that ran out.
+    fn error_type(&self) -> &'static str {
+        self.budget.as_str()
+    }
+    fn message(&self) -> String {
+        self.message.clone()
+    }
+    fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        RateLimitRefusal::headers(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl RateLimitRefusal {
     /// `retry-after`, `retry-after-ms`, `x-ratelimit-*`, and `x-should-retry: false`
     /// when waiting cannot help.
@@ -81,57 +103,8 @@ impl RateLimitRefusal {
     }
 }
 
-fn ceil_ms(d: Duration) -> u64 {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(u64::MAX)
-}
-
-/// A duration the way Go prints it (OpenAI's reset headers): `6ms`, `1s`, `1.5s`,
-/// `6m0s`, `1h2m3s`; rounded up to the millisecond.
-pub fn go_duration(d: Duration) -> String {
-    let ms = ceil_ms(d);
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
-    let (m, rest) = (rest / 60_000, rest % 60_000);
-    let (s, frac) = (rest / 1000, rest % 1000);
-    let seconds = if frac == 0 {
-        format!("{s}s")
-    } else {
-        let frac = format!("{frac:03}");
-        format!("{s}.{}s", frac.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
-    }
-}
-
-/// Human wording of a wait, for messages: "6s", "1m30s".
-/// `retry-after` (whole seconds, at least 1) and `retry-after-ms` for a wait.
-pub fn retry_headers(wait: Duration) -> Vec<(HeaderName, HeaderValue)> {
-    let ms = ceil_ms(wait);
-    [
-        ("retry-after", ms.div_ceil(1000).max(1)),
-        ("retry-after-ms", ms.max(1)),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| {
-        HeaderValue::from_str(&value.to_string())
-            .ok()
-            .map(|v| (HeaderName::from_static(name), v))
-    })
-    .collect()
-}
-
-pub fn wait_text(d: Duration) -> String {
-    go_duration(d)
-}
+use crate::error::wait::ceil_ms;
+pub use crate::error::wait::{go_duration, retry_headers, wait_text};
 
 #[cfg(test)]
 mod tests {

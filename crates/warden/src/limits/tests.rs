@@ -51,7 +51,11 @@ concurrency = "unlimited"
 
 fn refusal(err: WardenError) -> RateLimitRefusal {
     match err {
-        WardenError::RateLimited(r) => *r,
+        WardenError::Refused(r) => r
+            .as_any()
+            .downcast_ref::<RateLimitRefusal>()
+            .cloned()
+            .unwrap(),
         other => panic!("expected a rate limit, got {other:?}"),
     }
 }

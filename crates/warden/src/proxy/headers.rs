@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-pub const WARDEN_REQUEST_ID: HeaderName = HeaderName::from_static("x-warden-request-id");
+pub use crate::error::WARDEN_REQUEST_ID;
 
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(

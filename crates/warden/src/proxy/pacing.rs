@@ -77,6 +77,33 @@ pub struct Shed {
     pub lowest_tier: bool,
 }
 
+impl crate::error::Refusal for Shed {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> &'static str {
+        "upstream_rate_limit_reserved"
+    }
+    fn error_type(&self) -> &'static str {
+        self.budget.as_str()
+    }
+    fn message(&self) -> String {
+        format!(
+            "The organization is at {:.0} % of OpenAI's {} per-window rate limit that {} may use, so Warden held this request back instead of sending one OpenAI would refuse. Please try again in {}.",
+            self.share * 100.0,
+            self.budget.as_str(),
+            if self.lowest_tier { "the lowest tier" } else { "this traffic" },
+            crate::error::wait::wait_text(self.retry_after)
+        )
+    }
+    fn headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        crate::error::wait::retry_headers(self.retry_after)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 enum Pace {
     Go,
     Wait(Duration),
@@ -128,7 +155,7 @@ impl Pacer {
 
     fn shed(&self, shed: Shed) -> WardenError {
         self.shed_total.fetch_add(1, Ordering::Relaxed);
-        WardenError::UpstreamPaced(Box::new(shed))
+        WardenError::Refused(std::sync::Arc::new(shed))
     }
 
     fn decide(&self, priority: Priority, tokens: u64, now: Instant) -> Pace {

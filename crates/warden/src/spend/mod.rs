@@ -81,6 +81,34 @@ pub struct BudgetRefusal {
     pub resets_in: Duration,
 }
 
+impl crate::error::Refusal for BudgetRefusal {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> &'static str {
+        "budget_exceeded"
+    }
+    /// OpenAI's type for "no money left"; the SDKs do not retry it with the header below.
+    fn error_type(&self) -> &'static str {
+        "insufficient_quota"
+    }
+    fn message(&self) -> String {
+        self.message.clone()
+    }
+    /// Waiting hours is not a retry: say when, and tell the SDKs not to retry.
+    fn headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut headers = crate::error::wait::retry_headers(self.resets_in);
+        headers.push((
+            http::HeaderName::from_static("x-should-retry"),
+            http::HeaderValue::from_static("false"),
+        ));
+        headers
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 const NANO_PER_USD: f64 = 1e9;
 
 struct Inner {
@@ -308,5 +336,5 @@ fn refusal(who: &str, window: Window, cap: f64, used: u64, periods: &Periods) ->
         period::rfc3339(ends),
         crate::limits::refusal::wait_text(resets_in),
     );
-    WardenError::BudgetExceeded(Box::new(BudgetRefusal { message, resets_in }))
+    WardenError::Refused(std::sync::Arc::new(BudgetRefusal { message, resets_in }))
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::error::ContentFilter;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
 use crate::openai::{self, Replacement};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
-use crate::safety::blocked::ContentFilter;
 use crate::safety::filters::normalize::Normalizer;
 use crate::safety::filters::{Action, Scanner};
 use crate::safety::profiles::KeyFilters;

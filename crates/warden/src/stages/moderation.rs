@@ -14,11 +14,11 @@ use std::task::Poll;
 
 use crate::config::moderation::Mode;
 use crate::endpoint::Endpoint;
+use crate::error::ContentFilter;
 use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
 use crate::pipeline::deferred::{Deferred, Settled};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
-use crate::safety::blocked::ContentFilter;
 use crate::safety::moderation::pieces;
 use crate::safety::moderation::{Checked, Moderator, Side, Unavailable};
 

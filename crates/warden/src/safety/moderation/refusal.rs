@@ -1,9 +1,9 @@
 //! Turns a Moderation-endpoint block into the general content refusal
-//! (`safety::blocked::ContentFilter`), reporting every one of the 13 category scores.
+//! (`error::ContentFilter`), reporting every one of the 13 category scores.
 
 use super::categories::CATEGORIES;
 use super::Hit;
-use crate::safety::blocked::ContentFilter;
+use crate::error::ContentFilter;
 
 impl From<Hit> for ContentFilter {
     fn from(hit: Hit) -> Self {

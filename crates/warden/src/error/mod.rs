@@ -1,8 +1,38 @@
-//! Every way a request can fail, mapped to an HTTP status and OpenAI's error envelope in one place.
+//! Every way a request can fail, mapped to an HTTP status and OpenAI's error envelope in one
+//! place. The bottom of the crate: everything imports it, it imports no other module of
+//! Warden. Refusals whose details belong to a subsystem (a rate limit, a spend budget,
+//! upstream pacing) arrive as a [`Refusal`] that subsystem implements.
+
+mod content_filter;
+pub mod wait;
+
+pub use content_filter::ContentFilter;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde_json::json;
+
+use self::wait::{format_ms, retry_headers, wait_text};
+
+/// The header every answer carries with Warden's request id.
+pub const WARDEN_REQUEST_ID: HeaderName = HeaderName::from_static("x-warden-request-id");
+
+/// A 4xx that a subsystem decided and words itself (Warden's rate limits, spend budgets,
+/// upstream pacing): its status, OpenAI's `code` and `type`, the message and the retry
+/// headers the SDKs back off on.
+pub trait Refusal: fmt::Debug + Send + Sync + 'static {
+    fn status(&self) -> StatusCode;
+    fn code(&self) -> &'static str;
+    fn error_type(&self) -> &'static str;
+    fn message(&self) -> String;
+    fn headers(&self) -> Vec<(HeaderName, HeaderValue)>;
+    /// For callers (and tests) that need the subsystem's own type back.
+    fn as_any(&self) -> &dyn Any;
+}
 
 /// A refusal or failure that Warden answers itself, in OpenAI's error envelope.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,11 +96,12 @@ pub enum WardenError {
     UpstreamTimeout,
     /// A content check (local filters or the Moderation endpoint) refused the input.
     #[error("content filtered")]
-    ContentFiltered(Box<crate::safety::blocked::ContentFilter>),
+    ContentFiltered(Box<ContentFilter>),
     #[error("moderation unavailable: {0}")]
     ModerationUnavailable(&'static str),
-    #[error("rate limited")]
-    RateLimited(Box<crate::limits::refusal::RateLimitRefusal>),
+    /// A rate limit, spend budget or upstream pacing refusal, worded by its subsystem.
+    #[error("refused: {}", .0.code())]
+    Refused(Arc<dyn Refusal>),
     #[error("prompt of {got} tokens over the limit of {limit}")]
     PromptTooLong {
         limit: u64,
@@ -105,13 +136,6 @@ pub enum WardenError {
         retry_after: std::time::Duration,
         failures: u32,
     },
-    /// A daily or monthly spend budget (organization, key or end user) is used up.
-    #[error("spend budget exceeded")]
-    BudgetExceeded(Box<crate::spend::BudgetRefusal>),
-    /// Upstream pacing held the request back: the organization is at its share of
-    /// OpenAI's own rate limit.
-    #[error("upstream pacing")]
-    UpstreamPaced(Box<crate::proxy::pacing::Shed>),
 }
 
 impl WardenError {
@@ -140,7 +164,7 @@ impl WardenError {
             | ContentFiltered(_)
             | PromptTooLong { .. }
             | TooManyChoices { .. } => StatusCode::BAD_REQUEST,
-            RateLimited(_) | BudgetExceeded(_) | UpstreamPaced(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refused(refusal) => refusal.status(),
             ModelNotAllowed { .. }
             | EndpointNotAllowed { .. }
             | UserBanned { .. }
@@ -185,7 +209,7 @@ impl WardenError {
             UpstreamTimeout => "upstream_timeout",
             ContentFiltered(_) => "content_filter",
             ModerationUnavailable(_) => "moderation_unavailable",
-            RateLimited(_) => "rate_limit_exceeded",
+            Refused(refusal) => refusal.code(),
             PromptTooLong { .. } => "context_length_exceeded",
             TooManyChoices { .. } => "integer_above_max_value",
             ModelNotAllowed { .. } => "model_not_allowed",
@@ -197,8 +221,6 @@ impl WardenError {
             Lockdown { .. } => "lockdown",
             AbuseThrottled { .. } => "abuse_throttled",
             UpstreamCircuitOpen { .. } => "upstream_circuit_open",
-            BudgetExceeded(_) => "budget_exceeded",
-            UpstreamPaced(_) => "upstream_rate_limit_reserved",
         }
     }
 
@@ -212,14 +234,10 @@ impl WardenError {
             | ModerationUnavailable(_)
             | UpstreamCircuitOpen { .. } => "server_error",
             UserBanned { .. } | UserSuspended { .. } => "request_forbidden",
-            // OpenAI's 429s name the budget that ran out.
-            RateLimited(refusal) => refusal.budget.as_str(),
+            Refused(refusal) => refusal.error_type(),
             // What OpenAI itself sends for unsupported regions.
             UnsupportedCountry { .. } | Lockdown { .. } => "request_forbidden",
             AbuseThrottled { .. } => "requests",
-            // OpenAI's type for "no money left"; the SDKs do not retry it with the header below.
-            BudgetExceeded(_) => "insufficient_quota",
-            UpstreamPaced(shed) => shed.budget.as_str(),
             _ => "invalid_request_error",
         }
     }
@@ -280,7 +298,7 @@ impl WardenError {
             UpstreamUnavailable => "The upstream API could not be reached. Please retry.".into(),
             UpstreamTimeout => "The upstream API did not answer in time. Please retry.".into(),
             Internal => "Internal error in Warden.".into(),
-            RateLimited(refusal) => refusal.message.clone(),
+            Refused(refusal) => refusal.message(),
             PromptTooLong { limit, got, .. } => format!(
                 "This request's prompt is {got} tokens, over this service's limit of {limit} prompt tokens per request. Please shorten the prompt."
             ),
@@ -295,7 +313,7 @@ impl WardenError {
             ),
             UserSuspended { until_ms, reason } => format!(
                 "This end user is suspended from this service until {} ({reason}).",
-                crate::enforcement::format_ms(*until_ms)
+                format_ms(*until_ms)
             ),
             ModerationUnavailable(_) => "Content moderation is unavailable, so the request was not forwarded (policy: fail closed). Please retry shortly.".into(),
             UnsupportedCountry { country: Some(country) } => format!(
@@ -308,19 +326,11 @@ impl WardenError {
             Lockdown { tier: None } => "This service is in lockdown: requests that name no end user are refused until the operator lifts it.".into(),
             AbuseThrottled { retry_after } => format!(
                 "Requests from this key or end user are throttled after automated-harvesting patterns were detected. Please try again in {}.",
-                crate::limits::refusal::wait_text(*retry_after)
+                wait_text(*retry_after)
             ),
             UpstreamCircuitOpen { retry_after, failures } => format!(
                 "The upstream API failed {failures} times in a row, so Warden is pausing calls to it to avoid a retry storm. Please retry in {}.",
-                crate::limits::refusal::wait_text(*retry_after)
-            ),
-            BudgetExceeded(refusal) => refusal.message.clone(),
-            UpstreamPaced(shed) => format!(
-                "The organization is at {:.0} % of OpenAI's {} per-window rate limit that {} may use, so Warden held this request back instead of sending one OpenAI would refuse. Please try again in {}.",
-                shed.share * 100.0,
-                shed.budget.as_str(),
-                if shed.lowest_tier { "the lowest tier" } else { "this traffic" },
-                crate::limits::refusal::wait_text(shed.retry_after)
+                wait_text(*retry_after)
             ),
         }
     }
@@ -328,28 +338,14 @@ impl WardenError {
     /// Headers a refusal carries besides the envelope (`retry-after`, `x-ratelimit-*`).
     pub fn headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
         match self {
-            WardenError::RateLimited(refusal) => refusal.headers(),
+            WardenError::Refused(refusal) => refusal.headers(),
             WardenError::AbuseThrottled { retry_after } => {
                 let secs = retry_after.as_secs().max(1).to_string();
                 HeaderValue::from_str(&secs)
                     .map(|v| vec![(header::RETRY_AFTER, v)])
                     .unwrap_or_default()
             }
-            WardenError::UpstreamCircuitOpen { retry_after, .. } => {
-                crate::limits::refusal::retry_headers(*retry_after)
-            }
-            WardenError::UpstreamPaced(shed) => {
-                crate::limits::refusal::retry_headers(shed.retry_after)
-            }
-            // Waiting hours is not a retry: say when, and tell the SDKs not to retry.
-            WardenError::BudgetExceeded(refusal) => {
-                let mut headers = crate::limits::refusal::retry_headers(refusal.resets_in);
-                headers.push((
-                    http::HeaderName::from_static("x-should-retry"),
-                    HeaderValue::from_static("false"),
-                ));
-                headers
-            }
+            WardenError::UpstreamCircuitOpen { retry_after, .. } => retry_headers(*retry_after),
             _ => Vec::new(),
         }
     }
@@ -382,7 +378,7 @@ impl WardenError {
             headers.insert(name, value);
         }
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::proxy::headers::WARDEN_REQUEST_ID, id);
+            headers.insert(WARDEN_REQUEST_ID, id);
         }
         if matches!(self, WardenError::MethodNotAllowed { .. }) {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
