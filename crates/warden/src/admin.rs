@@ -27,20 +27,24 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// The admin listener, with the public one's connection bounds and its own cap: a flood
+/// on the public port cannot keep health checks or the operator out.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    mut stopped: watch::Receiver<bool>,
+    gate: Arc<crate::listener::gate::Gate>,
+    settings: crate::listener::Settings,
+    stopped: watch::Receiver<bool>,
 ) {
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
+    let router = router(gateway);
+    let make = move |peer: std::net::SocketAddr| {
+        // Handlers that rate-limit by client IP read it as axum's `ConnectInfo`.
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        hyper_util::service::TowerToHyperService::new(router)
     };
-    if let Err(err) = axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%err, "admin listener failed");
-    }
+    crate::listener::serve(listener, gate, settings, make, stopped).await;
 }
 
 /// Prometheus text format; counters come from the event log, so they lag requests by a

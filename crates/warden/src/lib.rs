@@ -19,6 +19,7 @@ pub mod identity;
 pub mod json_body;
 pub mod keys;
 pub mod limits;
+pub mod listener;
 pub mod lockdown;
 pub mod logs;
 pub mod notices;

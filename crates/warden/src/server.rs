@@ -4,19 +4,17 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin;
+use crate::config::connections::ConnectionConfig;
 use crate::config::{Config, EnvSource, Secrets};
 use crate::gateway::Gateway;
+use crate::listener::{self, gate::Gate};
 use crate::proxy::handler;
 use crate::store::Store;
 
@@ -87,8 +85,23 @@ pub async fn start(config: &Config, env: &dyn EnvSource) -> anyhow::Result<Runni
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let refresh = gateway.spawn_key_refresh();
-    tasks.spawn(serve_public(public, gateway.clone(), stopped.clone()));
-    tasks.spawn(admin::serve(admin, gateway.clone(), stopped.clone()));
+    let connections = fit_to_fd_limit(config.server.connections.clone());
+    {
+        let (gateway, stopped, connections) =
+            (gateway.clone(), stopped.clone(), connections.clone());
+        tasks.spawn(async move { serve_public(public, gateway, &connections, stopped).await });
+    }
+    tasks.spawn(admin::serve(
+        admin,
+        gateway.clone(),
+        Gate::new(
+            "admin",
+            connections.admin_max_connections,
+            connections.admin_max_connections,
+        ),
+        settings(&connections),
+        stopped.clone(),
+    ));
     tasks.spawn(async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
@@ -116,49 +129,56 @@ impl Running {
 async fn serve_public(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    mut stopped: watch::Receiver<bool>,
+    connections: &ConnectionConfig,
+    stopped: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(%err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let gateway = gateway.clone();
-                let service = service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(handler::handle(gateway, request, peer).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(err) = connection.await {
-                        tracing::debug!(error = %err, "connection ended with an error");
-                    }
-                });
-            }
-            _ = stopped.changed() => break,
+    let gate = Gate::new(
+        "public",
+        connections.max_connections,
+        connections.max_connections_per_ip,
+    );
+    let make = move |peer: SocketAddr| {
+        let gateway = gateway.clone();
+        service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(handler::handle(gateway, request, peer).await) }
+        })
+    };
+    listener::serve(listener, gate, settings(connections), make, stopped).await;
+}
+
+fn settings(connections: &ConnectionConfig) -> listener::Settings {
+    listener::Settings {
+        first_byte_timeout: connections.first_byte_timeout,
+        idle_timeout: connections.idle_timeout,
+        max_header_bytes: connections.max_header_bytes,
+    }
+}
+
+/// Descriptors kept back from the public listener's cap: the admin listener's own cap,
+/// plus the store, Redis, upstream connections, files and logs.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one, and caps the public listener so a
+/// flood on it can never use the descriptors the admin listener and the gateway need.
+fn fit_to_fd_limit(mut connections: ConnectionConfig) -> ConnectionConfig {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(%err, "could not read or raise the open-file limit");
+            return connections;
         }
+    };
+    let room = limit.saturating_sub(FD_RESERVE + connections.admin_max_connections as u64);
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(16);
+    if connections.max_connections > room {
+        tracing::warn!(
+            configured = connections.max_connections,
+            fd_limit = limit,
+            using = room,
+            "server.max_connections is above what the open-file limit allows; capping it"
+        );
+        connections.max_connections = room;
     }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests still running after 30 s; closing them");
-    }
+    connections
 }

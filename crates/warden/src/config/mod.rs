@@ -3,6 +3,7 @@
 
 pub mod abuse;
 pub mod alerts;
+pub mod connections;
 pub mod enforcement;
 pub mod env;
 pub mod events;
@@ -81,6 +82,7 @@ pub struct ServerConfig {
     pub request_body_timeout: Duration,
     /// Reload when the config file changes (SIGHUP and the admin API always work).
     pub watch_config: bool,
+    pub connections: connections::ConnectionConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,12 @@ section! {
         trusted_proxies: Vec<String>,
         request_body_timeout_secs: u64,
         watch_config: bool,
+        first_byte_timeout_secs: u64,
+        idle_timeout_secs: u64,
+        max_header_bytes: u64,
+        max_connections: u64,
+        max_connections_per_ip: u64,
+        admin_max_connections: u64,
     }
 }
 

@@ -185,6 +185,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
             trusted_proxies,
             request_body_timeout,
             watch_config: server.watch_config.unwrap_or(true),
+            connections: super::connections::validate(server, problems),
         },
         upstream,
         storage,

@@ -33,8 +33,20 @@ fn withheld_from_upstream(name: &HeaderName) -> bool {
         || name.as_str() == "openai-organization"
         || name.as_str() == "openai-project"
         || name.as_str().starts_with("x-warden-")
-        || name.as_str() == "x-forwarded-for"
+        // Where the client is, or claims to be, stays with Warden: OpenAI sees one egress.
+        || name == header::FORWARDED
+        || name.as_str().starts_with("x-forwarded-")
+        || name.as_str() == "x-real-ip"
+        || name.as_str() == "x-client-ip"
+        || name.as_str() == "true-client-ip"
+        || name.as_str() == "cf-connecting-ip"
+        // Beta APIs (assistants, realtime) are not among the paths Warden serves; a client
+        // must not switch a served endpoint into beta behaviour behind the operator's back.
+        || name.as_str() == "openai-beta"
 }
+
+/// A header no OpenAI request needs this much of; dropped rather than forwarded.
+const MAX_FORWARDED_HEADER_BYTES: usize = 8 * 1024;
 
 /// What goes upstream: the client's headers less the withheld ones, plus Warden's own.
 pub fn to_upstream(
@@ -46,7 +58,7 @@ pub fn to_upstream(
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 4);
     for (name, value) in client {
-        if !withheld_from_upstream(name) {
+        if !withheld_from_upstream(name) && value.len() <= MAX_FORWARDED_HEADER_BYTES {
             out.append(name.clone(), value.clone());
         }
     }
@@ -103,6 +115,10 @@ mod tests {
         client.insert("idempotency-key", "abc".parse().unwrap());
         client.insert("openai-organization", "org-client".parse().unwrap());
         client.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        for name in ["forwarded", "x-forwarded-host", "x-real-ip", "openai-beta"] {
+            client.insert(HeaderName::from_static(name), "x".parse().unwrap());
+        }
+        client.insert("x-huge", "a".repeat(9000).parse().unwrap());
         let key = bearer("sk-upstream").unwrap();
         let out = to_upstream(
             &client,
@@ -120,6 +136,15 @@ mod tests {
         assert_eq!(out["idempotency-key"], "abc");
         assert_eq!(out[header::CONTENT_LENGTH], "10");
         assert!(out.get(header::CONNECTION).is_none());
+        for name in [
+            "forwarded",
+            "x-forwarded-host",
+            "x-real-ip",
+            "openai-beta",
+            "x-huge",
+        ] {
+            assert!(out.get(name).is_none(), "{name}");
+        }
     }
 
     #[test]

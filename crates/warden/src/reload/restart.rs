@@ -26,6 +26,11 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
         &b.server.admin_listen,
     );
     check(
+        "server.connections",
+        &a.server.connections,
+        &b.server.connections,
+    );
+    check(
         "server.watch_config",
         &a.server.watch_config,
         &b.server.watch_config,
