@@ -79,6 +79,7 @@ impl Gateway {
                     config.events.excerpt_retention,
                     spool.clone(),
                     event_options.dropped.clone(),
+                    event_options.store_down.clone(),
                 ),
                 None => StoreSink::new(store.clone(), config.events.excerpt_retention),
             };

@@ -38,6 +38,8 @@ pub struct StoreSink {
     excerpt_retention: Duration,
     spool: Option<Arc<Spool>>,
     dropped: Arc<AtomicU64>,
+    /// Raised while in backlog mode (see `EventOptions::store_down`).
+    store_down: Arc<AtomicBool>,
     state: Mutex<State>,
     last_ok: AtomicBool,
 }
@@ -70,15 +72,18 @@ impl StoreSink {
         )
     }
 
-    /// A sink whose chain is the spool's, falling back to it while the store is away.
+    /// A sink whose chain is the spool's, falling back to it while the store is away;
+    /// `dropped` and `store_down` are the event log's (`EventOptions`).
     pub fn spooled(
         store: Store,
         excerpt_retention: Duration,
         spool: Arc<Spool>,
         dropped: Arc<AtomicU64>,
+        store_down: Arc<AtomicBool>,
     ) -> StoreSink {
         let chain_id = spool.chain_id().to_owned();
         let mut sink = StoreSink::build(store, excerpt_retention, chain_id, None, dropped);
+        sink.store_down = store_down;
         let leftovers = spool.leftover_chains();
         let state = sink.state.get_mut();
         state.backlog = !leftovers.is_empty();
@@ -101,6 +106,7 @@ impl StoreSink {
             excerpt_retention,
             spool,
             dropped,
+            store_down: Arc::new(AtomicBool::new(false)),
             state: Mutex::new(State {
                 head: Head {
                     seq: 0,
@@ -216,6 +222,7 @@ impl StoreSink {
 
     fn enter_backlog(&self, state: &mut State, batch: &[EventRecord]) {
         state.backlog = true;
+        self.store_down.store(true, Ordering::Relaxed);
         state.next_try = Instant::now() + RETRY;
         self.count_unspooled(state, batch);
     }
@@ -268,6 +275,7 @@ impl StoreSink {
                 Ok(replayed) => {
                     tracing::info!(replayed, "event store back: spooled events stored");
                     state.backlog = false;
+                    self.store_down.store(false, Ordering::Relaxed);
                 }
                 Err(err) => tracing::debug!(%err, "event store still unreachable"),
             }
@@ -323,8 +331,8 @@ impl EventSink for StoreSink {
                 self.write_live(&mut state, batch).await;
                 return;
             }
+            // The backlog is worked on in `tick`, after the batch's waiters are answered.
             self.count_unspooled(&state, batch);
-            self.catch_up(&mut state).await;
         })
     }
 

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +65,9 @@ pub struct EventOptions {
     pub spool: Option<Arc<Spool>>,
     /// Events that will never reach the store, shared with the store sink.
     pub dropped: Arc<AtomicU64>,
+    /// Set by the store sink while the store is unreachable: a spooled, synced event is
+    /// then on record without waiting for the writer.
+    pub store_down: Arc<AtomicBool>,
 }
 
 impl Default for EventOptions {
@@ -74,6 +77,7 @@ impl Default for EventOptions {
             excerpts: None,
             spool: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            store_down: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -181,6 +185,9 @@ impl EventLog {
             ),
             None => false,
         };
+        if synced && self.options.store_down.load(Ordering::Relaxed) {
+            return true;
+        }
         let committed =
             queued.sent && matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(true)));
         if !(committed || synced) {
@@ -216,12 +223,14 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiting = Vec::new();
     tick(&sinks).await;
+    let mut last_tick = tokio::time::Instant::now();
     loop {
         let first = match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => break,
             Err(_) => {
                 tick(&sinks).await;
+                last_tick = tokio::time::Instant::now();
                 continue;
             }
         };
@@ -256,6 +265,12 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
         }
         for done in waiting.drain(..) {
             let _ = done.send(kept);
+        }
+        // Under steady load the idle tick never fires: work on a backlog after the
+        // answers waiting on this batch were released, not before.
+        if last_tick.elapsed() >= IDLE_TICK {
+            tick(&sinks).await;
+            last_tick = tokio::time::Instant::now();
         }
     }
 }
