@@ -101,7 +101,10 @@ fn replay(c: &mut Criterion) {
                     let started = Instant::now();
                     sink.tick().await;
                     let took = started.elapsed();
-                    assert!(spool.leftover_chains().is_empty(), "the backlog was replayed");
+                    assert!(
+                        spool.leftover_chains().is_empty(),
+                        "the backlog was replayed"
+                    );
                     took
                 });
             }

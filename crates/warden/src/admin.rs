@@ -84,7 +84,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// How long `/readyz` waits for the store: it must answer within 100 ms always.
-const READY_PING: std::time::Duration = std::time::Duration::from_millis(80);
+const READY_PING: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Ready when the store answers: without it keys and events cannot be trusted.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {

@@ -301,7 +301,9 @@ impl Spool {
         let mut freed = 0;
         if chain == self.chain_id {
             let mut open = self.lock();
-            if open.file.is_some() && open.last_seq <= seq && open.segment_bytes >= DRAINED_ROLL_BYTES
+            if open.file.is_some()
+                && open.last_seq <= seq
+                && open.segment_bytes >= DRAINED_ROLL_BYTES
             {
                 close_segment(&mut open, &self.dir, &self.chain_id);
             }

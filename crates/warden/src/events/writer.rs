@@ -163,7 +163,10 @@ impl EventLog {
         if !sent && spooled.is_none() {
             let lost = self.options.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if lost.is_power_of_two() {
-                tracing::warn!(lost, "event queue full or closed and not spooled: events dropped");
+                tracing::warn!(
+                    lost,
+                    "event queue full or closed and not spooled: events dropped"
+                );
             }
         }
         Queued { sent, spooled }
