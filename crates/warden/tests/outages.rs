@@ -144,11 +144,6 @@ impl Drop for PrivatePostgres {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// Answered requests by id, from clients that run until told to stop. One in four asks
 /// without an end user and is refused (a 4xx whose event must be durable before it is
 /// answered); the rest are allowed.
@@ -177,7 +172,7 @@ impl Load {
                             .post(format!("{base}/v1/chat/completions"))
                             .bearer_auth(APP_KEY)
                             .json(&chat_body());
-                        if i % 4 != 0 {
+                        if !i.is_multiple_of(4) {
                             request = request.header("x-warden-user", format!("user-{c}"));
                         }
                         // Only a request whose whole answer arrived counts as answered.
@@ -247,20 +242,6 @@ async fn wait_until_stored(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-async fn metric(w: &Warden, name: &str) -> f64 {
-    let text = client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 fn audit_verify(w: &Warden) -> String {
