@@ -362,7 +362,16 @@ fn open_spool(config: &Config) -> anyhow::Result<Option<Arc<crate::events::spool
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| "spool".into(), |d| d.join("spool")),
-        (None, StorageConfig::Postgres { .. }) => "warden-data/spool".into(),
+        // Named after the database (not its credentials), so a spool is never replayed
+        // into another database.
+        (None, StorageConfig::Postgres { url }) => {
+            let place = url
+                .rsplit_once('@')
+                .map_or(url.as_str(), |(_, place)| place);
+            let digest = ring::digest::digest(&ring::digest::SHA256, place.as_bytes());
+            let hex = crate::events::content::hex(digest.as_ref());
+            std::path::Path::new("warden-data/spool").join(&hex[..12])
+        }
         (None, StorageConfig::SqliteMemory) => return Ok(None),
     };
     let spool = crate::events::spool::Spool::open(

@@ -38,6 +38,8 @@ pub enum SpoolError {
 }
 
 pub struct Spool {
+    /// Held (flock) for the process's life.
+    _lock: File,
     dir: PathBuf,
     chain_id: String,
     max_bytes: u64,
@@ -174,12 +176,35 @@ fn intern(text: &str) -> &'static str {
 }
 
 impl Spool {
-    /// Opens the spool directory (creating it) for a new chain; segments left by earlier
-    /// processes stay for replay (`leftover_chains`).
+    /// Opens a slot of the spool directory for a new chain: `<dir>/<n>`, the first one no
+    /// other process holds (a lock file), so replicas on one host may share `dir`.
+    /// Segments earlier processes left in the slot stay for replay (`leftover_chains`).
     pub fn open(dir: &Path, max_bytes: u64, chain_id: String) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        const SLOTS: usize = 64;
+        for slot in 0..SLOTS {
+            let path = dir.join(slot.to_string());
+            std::fs::create_dir_all(&path)?;
+            let lock = File::create(path.join("lock"))?;
+            // Held for the process's life: another process would take this one's live
+            // segments for leftovers and replay them a second time.
+            if lock.try_lock().is_ok() {
+                return Spool::in_slot(path, lock, max_bytes, chain_id);
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "all {SLOTS} slots are in use by other Warden processes"
+        )))
+    }
+
+    fn in_slot(
+        dir: PathBuf,
+        lock: File,
+        max_bytes: u64,
+        chain_id: String,
+    ) -> std::io::Result<Spool> {
         let spool = Spool {
-            dir: dir.to_owned(),
+            _lock: lock,
+            dir,
             chain_id,
             max_bytes,
             open: Mutex::new(Open::default()),
@@ -489,7 +514,7 @@ mod tests {
         }
         assert!(kept > 0 && kept < 10, "kept {kept}");
         // A crash mid-write leaves half a line: replay stops before it.
-        let path = segment_path(dir.path(), "c1", 1);
+        let path = segment_path(spool.dir(), "c1", 1);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":99,\"request_id\"").unwrap();
         let read = spool.read("c1", &mut Cursor::default(), 0, 100).unwrap();
@@ -501,7 +526,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = Spool::open(dir.path(), 1 << 20, "c0".into()).unwrap();
         old.append(1, &event("old")).unwrap();
-        drop(old);
+        // A second process at the same time gets a slot of its own.
+        let other = Spool::open(dir.path(), 1 << 20, "c9".into()).unwrap();
+        assert!(other.leftover_chains().is_empty());
+        assert_ne!(other.dir(), old.dir());
+        drop((old, other));
         let new = Spool::open(dir.path(), 1 << 20, "c1".into()).unwrap();
         assert_eq!(new.leftover_chains(), ["c0"]);
         let read = new.read("c0", &mut Cursor::default(), 0, 10).unwrap();
