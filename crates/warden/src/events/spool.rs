@@ -47,6 +47,8 @@ pub struct Spool {
     /// Bytes on disk over every segment (this chain's and leftovers).
     bytes: AtomicU64,
     warned: AtomicBool,
+    /// Set when an append did not fit; the alert goes out once per filling.
+    full: AtomicBool,
     alerts: OnceLock<Alerts>,
 }
 
@@ -210,6 +212,7 @@ impl Spool {
             open: Mutex::new(Open::default()),
             bytes: AtomicU64::new(0),
             warned: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             alerts: OnceLock::new(),
         };
         let existing: u64 = spool
@@ -260,7 +263,9 @@ impl Spool {
         let len = line.len() as u64;
         let total = self.bytes.load(Ordering::Relaxed);
         if total + len > self.max_bytes {
-            self.alert_full(total);
+            if !self.full.swap(true, Ordering::Relaxed) {
+                self.alert_full(total);
+            }
             return Err(SpoolError::Full(total));
         }
         let mut open = self.lock();
@@ -358,6 +363,7 @@ impl Spool {
         let now = before.saturating_sub(freed);
         if now * 2 < self.max_bytes {
             self.warned.store(false, Ordering::Relaxed);
+            self.full.store(false, Ordering::Relaxed);
         }
     }
 

@@ -181,7 +181,8 @@ impl StoreSink {
         });
         if self.spool.is_some() && !contiguous {
             tracing::warn!("event queue skipped a number: replaying from the spool");
-            self.enter_backlog(state, fresh);
+            // The store is fine: replay at the next tick.
+            self.enter_backlog(state, fresh, Duration::ZERO);
             return;
         }
         let attempts = if self.spool.is_some() { 1 } else { 4 };
@@ -208,7 +209,7 @@ impl StoreSink {
                 Err(err) => {
                     if self.spool.is_some() {
                         tracing::warn!(%err, "event store unreachable: events go to the spool until it returns");
-                        self.enter_backlog(state, fresh);
+                        self.enter_backlog(state, fresh, RETRY);
                     } else {
                         tracing::error!(%err, lost = fresh.len(), "event batch could not be stored");
                         self.dropped
@@ -220,10 +221,12 @@ impl StoreSink {
         }
     }
 
-    fn enter_backlog(&self, state: &mut State, batch: &[EventRecord]) {
+    fn enter_backlog(&self, state: &mut State, batch: &[EventRecord], retry_in: Duration) {
         state.backlog = true;
-        self.store_down.store(true, Ordering::Relaxed);
-        state.next_try = Instant::now() + RETRY;
+        // Only a failing store lets refusals stop waiting for their commit.
+        self.store_down
+            .store(retry_in > Duration::ZERO, Ordering::Relaxed);
+        state.next_try = Instant::now() + retry_in;
         self.count_unspooled(state, batch);
     }
 
@@ -347,5 +350,67 @@ impl EventSink for StoreSink {
                 self.catch_up(&mut state).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::StorageConfig;
+
+    fn numbered(seq: i64) -> EventRecord {
+        EventRecord {
+            request_id: format!("wrq_{seq}"),
+            kind: "request",
+            endpoint: "chat.completions",
+            outcome: "allowed",
+            chain_seq: Some(seq),
+            ..EventRecord::default()
+        }
+    }
+
+    /// An event lost between recording and the store (no spool) leaves a gap that
+    /// `audit verify` names, instead of a chain that silently closes over it.
+    #[tokio::test]
+    async fn a_lost_event_is_a_gap_audit_verify_reports() {
+        let store = Store::open(&StorageConfig::SqliteMemory).await.unwrap();
+        let sink = StoreSink::new(store.clone(), Duration::from_secs(60));
+        sink.write(&[numbered(1), numbered(2)]).await;
+        sink.write(&[numbered(4)]).await; // 3 was lost on the way
+        let report = crate::events::verify::verify(&store).await.unwrap();
+        assert!(!report.ok());
+        let summary = report.summary();
+        assert!(
+            summary.contains("expected seq 3 but found 4: 1 event(s) before it are missing"),
+            "{summary}"
+        );
+    }
+
+    /// With a spool, a number missing from the queue is fetched from the spool: the
+    /// chain ends up whole and in order.
+    #[tokio::test]
+    async fn a_number_missing_from_the_queue_is_replayed_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StorageConfig::SqliteMemory).await.unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), 1 << 30, chain::new_chain_id()).unwrap());
+        let sink = StoreSink::spooled(
+            store.clone(),
+            Duration::from_secs(60),
+            spool.clone(),
+            Arc::default(),
+            Arc::default(),
+        );
+        let mut events: Vec<EventRecord> = (1..=5).map(numbered).collect();
+        for e in &mut events {
+            spool.append(e.chain_seq.unwrap(), e).unwrap();
+            e.spooled = true;
+        }
+        sink.write(&events[..2]).await;
+        sink.write(&events[3..]).await; // 3 never reached the queue
+        sink.tick().await;
+        let report = crate::events::verify::verify(&store).await.unwrap();
+        assert!(report.ok(), "{}", report.summary());
+        assert_eq!(report.events(), 5);
     }
 }

@@ -150,7 +150,13 @@ impl EventLog {
         let spooled = self.options.spool.as_ref().and_then(|spool| {
             spool
                 .append(*last, &event)
-                .map_err(|err| tracing::warn!(%err, "event not spooled"))
+                .map_err(|err| {
+                    // Full or failing: say so now and then, not once per event.
+                    static FAILED: AtomicU64 = AtomicU64::new(0);
+                    if (FAILED.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two() {
+                        tracing::warn!(%err, "event not spooled");
+                    }
+                })
                 .ok()
         });
         event.spooled = spooled.is_some();
