@@ -1,5 +1,6 @@
 //! The admin listener: health and readiness for now; the operator API grows here.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -58,6 +59,14 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
         {
             let mut text =
                 gateway.metrics.render(gateway.events.dropped()) + &gateway.upstream_metrics();
+            if let Some(spool) = &gateway.events.options().spool {
+                let _ = writeln!(
+                    text,
+                    "# HELP warden_events_spool_bytes Bytes in the local event spool (events not yet committed).\n# TYPE warden_events_spool_bytes gauge\nwarden_events_spool_bytes {}\nwarden_events_spool_max_bytes {}",
+                    spool.bytes(),
+                    spool.max_bytes()
+                );
+            }
             gateway.abuse.render_metrics(&mut text);
             gateway.alerts.render_metrics(&mut text);
             gateway
@@ -78,6 +87,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long `/readyz` waits for the store: it must answer within 100 ms always.
+const READY_PING: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Ready when the store answers: without it keys and events cannot be trusted.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     // A degraded limiter still serves (per-process limits), so it does not fail readiness.
@@ -85,7 +97,12 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
         None => json!({ "mode": "local" }),
         Some(degraded) => json!({ "mode": "shared", "degraded": degraded }),
     };
-    match gateway.store.ping().await {
+    // Bounded: a stopped database must not hold a probe past its own timeout.
+    let ping = tokio::time::timeout(READY_PING, gateway.store.ping()).await;
+    let ping = ping
+        .map_err(|_| format!("no answer within {READY_PING:?}"))
+        .and_then(|answer| answer.map_err(|err| err.to_string()));
+    match ping {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({ "status": "ready", "store": gateway.store.backend(), "limits": limits })),

@@ -70,15 +70,25 @@ impl Gateway {
         let metrics = Metrics::default();
         let (offence_sink, offences) = crate::enforcement::offence_channel(&config.enforcement);
         let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(LogSink), Box::new(metrics.clone())];
+        let mut event_options = EventOptions::from_config(&config.events)?;
         if config.events.store {
-            sinks.push(Box::new(StoreSink::new(
-                store.clone(),
-                config.events.excerpt_retention,
-            )));
+            event_options.spool = open_spool(config)?;
+            let sink = match &event_options.spool {
+                Some(spool) => StoreSink::spooled(
+                    store.clone(),
+                    config.events.excerpt_retention,
+                    spool.clone(),
+                    event_options.dropped.clone(),
+                    event_options.store_down.clone(),
+                ),
+                None => StoreSink::new(store.clone(), config.events.excerpt_retention),
+            };
+            sinks.push(Box::new(sink));
             crate::events::sweeper::spawn(store.clone(), config.events.clone());
         }
         sinks.push(Box::new(offence_sink));
-        let events = EventLog::start_with(sinks, EventOptions::from_config(&config.events)?);
+        let spool = event_options.spool.clone();
+        let events = EventLog::start_with(sinks, event_options);
         let enforcement = Enforcement::new(
             config.enforcement.clone(),
             store.clone(),
@@ -137,6 +147,9 @@ impl Gateway {
         limiter.spawn_sweeper();
         let alerts = crate::alerts::Alerts::start(&config.alerts)?;
         enforcement.connect_alerts(alerts.clone());
+        if let Some(spool) = &spool {
+            spool.connect_alerts(alerts.clone());
+        }
         let key_countries = crate::keys::countries::KeyCountries::start(
             store.clone(),
             alerts.clone(),
@@ -333,4 +346,39 @@ pub(crate) fn declared_keys(
         ));
     }
     problems.into_result(keys)
+}
+
+/// The event spool (`[events] spool*`): off for an in-memory store unless a directory
+/// is named, since such a store does not outlive the process either.
+fn open_spool(config: &Config) -> anyhow::Result<Option<Arc<crate::events::spool::Spool>>> {
+    use crate::config::StorageConfig;
+    let events = &config.events;
+    if !events.spool {
+        return Ok(None);
+    }
+    let dir = match (&events.spool_dir, &config.storage) {
+        (Some(dir), _) => dir.clone(),
+        (None, StorageConfig::Sqlite { path }) => path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| "spool".into(), |d| d.join("spool")),
+        // Named after the database (not its credentials), so a spool is never replayed
+        // into another database.
+        (None, StorageConfig::Postgres { url }) => {
+            let place = url
+                .rsplit_once('@')
+                .map_or(url.as_str(), |(_, place)| place);
+            let digest = ring::digest::digest(&ring::digest::SHA256, place.as_bytes());
+            let hex = crate::events::content::hex(digest.as_ref());
+            std::path::Path::new("warden-data/spool").join(&hex[..12])
+        }
+        (None, StorageConfig::SqliteMemory) => return Ok(None),
+    };
+    let spool = crate::events::spool::Spool::open(
+        &dir,
+        events.spool_max_bytes,
+        crate::events::chain::new_chain_id(),
+    )
+    .map_err(|err| anyhow::anyhow!("events.spool_dir ({}): {err}", dir.display()))?;
+    Ok(Some(Arc::new(spool)))
 }

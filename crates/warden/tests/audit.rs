@@ -93,7 +93,7 @@ async fn tamper_and_verify(mut w: Warden, url: &str) {
     assert!(!ok);
     assert!(
         out.contains(&format!("first broken link at event {} (chain", ids[2]))
-            && out.contains("expected seq 2 but found 3: 1 event(s) before it were deleted"),
+            && out.contains("expected seq 2 but found 3: 1 event(s) before it are missing"),
         "{out}"
     );
 

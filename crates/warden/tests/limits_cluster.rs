@@ -159,14 +159,6 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn redis_down_falls_back_to_local_limits_and_recovers() {
     require_redis();
@@ -247,5 +239,53 @@ async fn redis_keys_never_hold_raw_end_user_ids() {
     assert!(
         !keys.contains("example.com"),
         "raw user id in Redis keys: {keys}"
+    );
+}
+
+/// Regression: when Redis went away, the local fallback started every actor with a full
+/// bucket, so an outage granted a fresh burst on top of what was already spent. The
+/// documented bound (docs/outages.md): an actor Redis already knew continues from its last
+/// shared state, so during an outage one replica admits at most the refill rate.
+#[tokio::test]
+async fn a_redis_outage_grants_no_fresh_burst() {
+    const LIMIT: usize = 10;
+    let port = free_port();
+    let redis = RedisServer::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let limits = format!("[limits.tiers.verified]\nrequests_per_minute = {LIMIT}\n");
+    let w = cluster_warden(&url, &unique_prefix(), &limits);
+    wait_for_degraded(&w, false).await;
+    let mut admitted_shared = 0;
+    for _ in 0..LIMIT + 5 {
+        let status = post(&w, "/v1/chat/completions", Some("burst"), &chat_body())
+            .await
+            .status();
+        admitted_shared += usize::from(status == 200);
+    }
+    assert!(
+        (LIMIT - 1..=LIMIT).contains(&admitted_shared),
+        "Redis admitted {admitted_shared} of a budget of {LIMIT}"
+    );
+
+    drop(redis);
+    let outage = Instant::now();
+    let mut admitted_local = 0;
+    for _ in 0..LIMIT + 5 {
+        let status = post(&w, "/v1/chat/completions", Some("burst"), &chat_body())
+            .await
+            .status();
+        admitted_local += usize::from(status == 200);
+    }
+    wait_for_degraded(&w, true).await;
+    // Refill at LIMIT per minute over the outage so far, plus one for rounding.
+    let refill = (outage.elapsed().as_secs_f64() * LIMIT as f64 / 60.0).ceil() as usize;
+    eprintln!(
+        "redis outage: {admitted_local} admitted locally after the budget was spent (bound {})",
+        refill + 1
+    );
+    assert!(
+        admitted_local <= refill + 1,
+        "the outage granted {admitted_local} requests to a user whose budget was spent (bound {})",
+        refill + 1
     );
 }

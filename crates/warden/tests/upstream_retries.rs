@@ -24,22 +24,6 @@ fn chat_calls(w: &Warden) -> usize {
         .count()
 }
 
-async fn metric(w: &Warden, name: &str) -> f64 {
-    let text = client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 /// The request events Warden logged (one JSON line each).
 fn events(w: &Warden) -> Vec<serde_json::Value> {
     w.stderr()

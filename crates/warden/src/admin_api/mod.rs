@@ -9,6 +9,7 @@ mod overview;
 mod reload;
 mod report;
 mod risk;
+mod store_guard;
 mod upstream_keys;
 mod users;
 
@@ -84,6 +85,11 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/v1/users/{key}/{user}/suspend", post(users::suspend))
         .route("/admin/v1/users/{key}/{user}/unban", post(users::unban))
         .route("/admin/v1/users/{key}/{user}/reset", post(users::reset))
+        // Layers run outside in: the token is checked before the store is asked.
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            store_guard::require_store,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             gateway,
             auth::require_token,

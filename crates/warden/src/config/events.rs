@@ -15,6 +15,9 @@ section! {
         retention_days: u64,
         event_retention_days: u64,
         sweep_interval_secs: u64,
+        spool: bool,
+        spool_dir: String,
+        spool_max_mb: u64,
     }
 }
 
@@ -34,6 +37,14 @@ pub struct EventsConfig {
     pub event_retention: Option<Duration>,
     /// How often the sweeper deletes expired excerpts and events.
     pub sweep_interval: Duration,
+    /// The local journal of events not yet committed (`events::spool`): on by default
+    /// with a file or PostgreSQL store.
+    pub spool: bool,
+    /// Where the spool lives; `None`: `spool/` next to a SQLite file, else
+    /// `warden-data/spool`.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Cap on the spool's size; an alert is raised at 80 %.
+    pub spool_max_bytes: u64,
 }
 
 const DAY: u64 = 24 * 3600;
@@ -48,6 +59,9 @@ impl Default for EventsConfig {
             excerpt_retention: Duration::from_secs(30 * DAY),
             event_retention: None,
             sweep_interval: Duration::from_secs(3600),
+            spool: true,
+            spool_dir: None,
+            spool_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -90,6 +104,15 @@ pub fn validate(value: Option<&toml::Value>, problems: &mut Problems) -> EventsC
         problems,
     ) {
         config.sweep_interval = Duration::from_secs(secs);
+    }
+    config.spool = raw.spool.unwrap_or(true);
+    match raw.spool_dir.as_deref() {
+        Some("") => problems.push("events.spool_dir", "must not be empty"),
+        Some(dir) => config.spool_dir = Some(dir.into()),
+        None => {}
+    }
+    if let Some(mb) = positive(raw.spool_max_mb, "events.spool_max_mb", problems) {
+        config.spool_max_bytes = mb.saturating_mul(1024 * 1024);
     }
     if !config.store && config.keep_flagged_excerpts {
         problems.push(

@@ -142,7 +142,7 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP warden_events_dropped_total Events lost because the event queue was full.\n",
+            "# HELP warden_events_dropped_total Events that will never reach the store: neither committed nor in the spool (queue or spool full, spool failing, or no spool while the store was unreachable).\n",
         );
         out.push_str("# TYPE warden_events_dropped_total counter\n");
         let _ = writeln!(out, "warden_events_dropped_total {events_dropped}");

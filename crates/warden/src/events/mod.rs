@@ -6,6 +6,8 @@ pub mod content;
 pub mod flags;
 mod log_line;
 mod metrics;
+pub mod spool;
+mod store_sink;
 pub mod sweeper;
 pub mod verify;
 mod writer;
@@ -14,7 +16,8 @@ pub use flags::{AuditNotes, Flag};
 pub use metrics::Metrics;
 
 pub use log_line::LogSink;
-pub use writer::{EventLog, EventOptions, EventSink, SinkFuture, StoreSink};
+pub use store_sink::StoreSink;
+pub use writer::{EventLog, EventOptions, EventSink, SinkFuture};
 
 /// One row of the event log, flat so both store backends and the log line share it.
 /// Other kinds are built with `..Default::default()`: `flag`, `enforcement`, `admin`, `case`.
@@ -54,6 +57,11 @@ pub struct EventRecord {
     /// stored apart from the event (outside the hash chain) and deleted after
     /// `retention_days`.
     pub excerpt: Option<String>,
+    /// Its number in this writer's audit chain, given when it is recorded, so an event
+    /// lost on the way leaves a gap `audit verify` reports.
+    pub chain_seq: Option<i64>,
+    /// Whether it is in the local spool (`events::spool`), safe while the store is away.
+    pub spooled: bool,
 }
 
 pub fn now_ms() -> i64 {

@@ -191,7 +191,7 @@ fn check(event: &StoredEvent, expected_seq: i64, expected_prev: &str) -> Option<
     if seq != expected_seq {
         return Some(if seq > expected_seq {
             format!(
-                "expected seq {expected_seq} but found {seq}: {} event(s) before it were deleted",
+                "expected seq {expected_seq} but found {seq}: {} event(s) before it are missing (deleted, or lost before they were stored: see warden_events_dropped_total)",
                 seq - expected_seq
             )
         } else {

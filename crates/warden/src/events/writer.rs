@@ -1,4 +1,9 @@
 //! The queue between the hot path and the sinks, and the batching writer behind it.
+//!
+//! Recording an event gives it the next number of this writer's audit chain and, when a
+//! spool is configured, appends it to the spool before anything else (see
+//! `events::spool`); the store sink (`events::store_sink`) commits from the queue and
+//! falls back to replaying the spool while the store is unreachable.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,15 +13,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{chain, EventRecord};
-use crate::store::audit::ChainPosition;
-use crate::store::Store;
+use super::spool::Spool;
+use super::EventRecord;
 
 const QUEUE_CAPACITY: usize = 65_536;
 const MAX_BATCH: usize = 512;
 /// How long the writer waits for more events after the first of a batch: a few ms of
 /// delay on a background write buys batches of many events under load.
 const LINGER: Duration = Duration::from_millis(5);
+/// How long an idle writer waits before letting sinks work on a backlog.
+const IDLE_TICK: Duration = Duration::from_millis(500);
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -28,6 +34,12 @@ pub trait EventSink: Send + Sync {
     /// answers waiting on that batch are not told it is on record).
     fn last_write_ok(&self) -> bool {
         true
+    }
+
+    /// Called when no event arrived for a while (and once at start), so a sink with a
+    /// backlog can work on it without new events.
+    fn tick(&self) -> SinkFuture<'_> {
+        Box::pin(async {})
     }
 }
 
@@ -49,6 +61,13 @@ pub struct EventOptions {
     pub durable_timeout: Duration,
     /// Redacted excerpts of flagged fields, when the operator opted in.
     pub excerpts: Option<Arc<super::content::Excerpts>>,
+    /// The local journal every event goes to first (`[events] spool_dir`).
+    pub spool: Option<Arc<Spool>>,
+    /// Events that will never reach the store, shared with the store sink.
+    pub dropped: Arc<AtomicU64>,
+    /// Set by the store sink while the store is unreachable: a spooled, synced event is
+    /// then on record without waiting for the writer.
+    pub store_down: Arc<AtomicBool>,
 }
 
 impl Default for EventOptions {
@@ -56,6 +75,9 @@ impl Default for EventOptions {
         EventOptions {
             durable_timeout: Duration::from_secs(2),
             excerpts: None,
+            spool: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+            store_down: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -73,6 +95,7 @@ impl EventOptions {
         Ok(EventOptions {
             durable_timeout: config.durable_timeout,
             excerpts,
+            ..EventOptions::default()
         })
     }
 }
@@ -80,8 +103,18 @@ impl EventOptions {
 #[derive(Clone)]
 pub struct EventLog {
     tx: mpsc::Sender<Message>,
-    dropped: Arc<AtomicU64>,
+    /// The last chain sequence number given; held while spooling and queueing so the
+    /// spool and the queue see events in sequence order.
+    seq: Arc<Mutex<i64>>,
     options: EventOptions,
+}
+
+/// What became of an event handed to the writer.
+struct Queued {
+    /// In the queue (false: the queue was full or the writer is gone).
+    sent: bool,
+    /// The spool segment holding it, to `fsync`.
+    spooled: Option<Arc<std::fs::File>>,
 }
 
 impl EventLog {
@@ -95,7 +128,7 @@ impl EventLog {
         tokio::spawn(run_writer(rx, sinks));
         EventLog {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            seq: Arc::new(Mutex::new(0)),
             options,
         }
     }
@@ -104,37 +137,81 @@ impl EventLog {
         &self.options
     }
 
-    /// Queues an event and waits (at most `durable_timeout`) until its batch has been
-    /// written to every sink — the store commit included. Group commit keeps this cheap:
-    /// every answer waiting at the same moment shares one transaction. `false` when the
-    /// wait timed out, a sink gave up on the batch, or the writer is gone (after a timeout the
-    /// event may still be written later).
+    /// Numbers the event, spools it and queues it, in that order and under one lock so
+    /// the spool, the queue and the chain agree on the order.
+    fn enqueue(&self, mut event: EventRecord, done: Option<oneshot::Sender<bool>>) -> Queued {
+        let mut last = match self.seq.lock() {
+            Ok(last) => last,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // The number is used even if the event is then lost, so the loss shows as a gap.
+        *last += 1;
+        event.chain_seq = Some(*last);
+        let spooled = self.options.spool.as_ref().and_then(|spool| {
+            spool
+                .append(*last, &event)
+                .map_err(|err| {
+                    // Full or failing: say so now and then, not once per event.
+                    static FAILED: AtomicU64 = AtomicU64::new(0);
+                    if (FAILED.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two() {
+                        tracing::warn!(%err, "event not spooled");
+                    }
+                })
+                .ok()
+        });
+        event.spooled = spooled.is_some();
+        let message = match done {
+            Some(done) => Message::Durable(event, done),
+            None => Message::Event(event),
+        };
+        let sent = self.tx.try_send(message).is_ok();
+        drop(last);
+        if !sent && spooled.is_none() {
+            let lost = self.options.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if lost.is_power_of_two() {
+                tracing::warn!(
+                    lost,
+                    "event queue full or closed and not spooled: events dropped"
+                );
+            }
+        }
+        Queued { sent, spooled }
+    }
+
+    /// Records an event and waits (at most `durable_timeout`) until it is durable: in the
+    /// spool and `fsync`ed, and — while the store answers — committed there too, so what
+    /// a client was told is on record. Group commit keeps this cheap: every answer
+    /// waiting at the same moment shares one transaction. `false` when neither happened.
     pub async fn record_durable(&self, event: EventRecord) -> bool {
         let (done, wait) = oneshot::channel();
         let deadline = self.options.durable_timeout;
-        let queued = tokio::time::timeout(deadline, self.tx.send(Message::Durable(event, done)));
-        let committed = async {
-            matches!(queued.await, Ok(Ok(())))
-                && matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(true)))
+        let queued = self.enqueue(event, Some(done));
+        let synced = match queued.spooled {
+            // Off the async threads: an fsync can take milliseconds.
+            Some(file) => matches!(
+                tokio::task::spawn_blocking(move || file.sync_data()).await,
+                Ok(Ok(()))
+            ),
+            None => false,
+        };
+        if synced && self.options.store_down.load(Ordering::Relaxed) {
+            return true;
         }
-        .await;
-        if !committed {
+        let committed =
+            queued.sent && matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(true)));
+        if !(committed || synced) {
             tracing::warn!(
                 timeout_ms = deadline.as_millis() as u64,
-                "a blocked or flagged request's event was not committed (store failing or too slow); answering anyway"
+                "a blocked or flagged request's event is neither committed nor spooled (store failing or too slow); answering anyway"
             );
         }
-        committed
+        committed || synced
     }
 
-    /// Queues an event without waiting. A full queue drops it and counts the loss.
+    /// Records an event without waiting for the store (it is in the spool, when one is
+    /// configured, when this returns). A full queue drops an unspooled event and counts it.
     pub fn record(&self, event: EventRecord) {
-        if self.tx.try_send(Message::Event(event)).is_err() {
-            let lost = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if lost.is_power_of_two() {
-                tracing::warn!(lost, "event queue full or closed: events dropped");
-            }
-        }
+        self.enqueue(event, None);
     }
 
     /// Waits until everything queued so far has reached the sinks.
@@ -145,15 +222,27 @@ impl EventLog {
         }
     }
 
+    /// Events that will never reach the store (see `EventOptions::dropped`).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.options.dropped.load(Ordering::Relaxed)
     }
 }
 
 async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSink>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    tick(&sinks).await;
+    let mut last_tick = tokio::time::Instant::now();
+    loop {
+        let first = match tokio::time::timeout(IDLE_TICK, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_) => {
+                tick(&sinks).await;
+                last_tick = tokio::time::Instant::now();
+                continue;
+            }
+        };
         let mut urgent = take(first, &mut batch, &mut waiting);
         // Background events wait a little for company; an answer waiting on its event
         // ends the wait at once (whatever queued meanwhile shares its commit).
@@ -186,6 +275,18 @@ async fn run_writer(mut rx: mpsc::Receiver<Message>, sinks: Vec<Box<dyn EventSin
         for done in waiting.drain(..) {
             let _ = done.send(kept);
         }
+        // Under steady load the idle tick never fires: work on a backlog after the
+        // answers waiting on this batch were released, not before.
+        if last_tick.elapsed() >= IDLE_TICK {
+            tick(&sinks).await;
+            last_tick = tokio::time::Instant::now();
+        }
+    }
+}
+
+async fn tick(sinks: &[Box<dyn EventSink>]) {
+    for sink in sinks {
+        sink.tick().await;
     }
 }
 
@@ -209,103 +310,6 @@ fn take(
             waiting.push(done);
             true
         }
-    }
-}
-
-/// Batches into the durable store, hash-chained (see `events::chain`); a failed batch is
-/// retried a few times, then reported. The chain head moves only when a batch is
-/// committed, so a lost batch leaves no gap in the chain.
-pub struct StoreSink {
-    store: Store,
-    chain: Mutex<Head>,
-    excerpt_retention: Duration,
-    last_ok: AtomicBool,
-}
-
-#[derive(Clone)]
-struct Head {
-    id: String,
-    started_at: i64,
-    seq: i64,
-    hash: String,
-}
-
-impl StoreSink {
-    /// A sink that starts a new chain for this process.
-    pub fn new(store: Store, excerpt_retention: Duration) -> StoreSink {
-        StoreSink {
-            store,
-            chain: Mutex::new(Head {
-                id: chain::new_chain_id(),
-                started_at: super::now_ms(),
-                seq: 0,
-                hash: chain::GENESIS.to_owned(),
-            }),
-            excerpt_retention,
-            last_ok: AtomicBool::new(true),
-        }
-    }
-
-    pub fn chain_id(&self) -> String {
-        self.head().id
-    }
-
-    fn head(&self) -> Head {
-        match self.chain.lock() {
-            Ok(head) => head.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
-impl EventSink for StoreSink {
-    fn write<'a>(&'a self, batch: &'a [EventRecord]) -> SinkFuture<'a> {
-        Box::pin(async move {
-            let head = self.head();
-            let mut positions = Vec::with_capacity(batch.len());
-            let mut prev = head.hash.clone();
-            for (i, event) in batch.iter().enumerate() {
-                let seq = head.seq + 1 + i as i64;
-                let hash = chain::Link::of(&head.id, seq, event).hash(&prev);
-                positions.push(ChainPosition {
-                    seq,
-                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                    hash,
-                });
-            }
-            let expires = super::now_ms().saturating_add(self.excerpt_retention.as_millis() as i64);
-            let mut delay = Duration::from_millis(50);
-            for attempt in 1..=4 {
-                let stored = self
-                    .store
-                    .append_chained(&head.id, head.started_at, batch, &positions, expires)
-                    .await;
-                match stored {
-                    Ok(()) => {
-                        if let (Ok(mut current), Some(last)) = (self.chain.lock(), positions.last())
-                        {
-                            current.seq = last.seq;
-                            current.hash = last.hash.clone();
-                        }
-                        self.last_ok.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(err) if attempt < 4 => {
-                        tracing::warn!(%err, attempt, "event batch not stored; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, lost = batch.len(), "event batch could not be stored");
-                        self.last_ok.store(false, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    }
-
-    fn last_write_ok(&self) -> bool {
-        self.last_ok.load(Ordering::Relaxed)
     }
 }
 

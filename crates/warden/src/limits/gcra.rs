@@ -118,6 +118,12 @@ impl Cell {
             });
     }
 
+    /// Takes over an arrival time decided elsewhere (the shared state in Redis), so a
+    /// later local decision starts from it instead of a full bucket.
+    pub fn mirror(&self, tat: u64) {
+        self.0.store(tat, Ordering::Release);
+    }
+
     /// True when the bucket is full again at `now`: the state can be forgotten.
     pub fn idle(&self, now: u64) -> bool {
         self.0.load(Ordering::Acquire) <= now

@@ -271,11 +271,27 @@ impl Limiter {
             })
             .collect();
         let outcome = match shared.admit(&remote).await {
-            Some(answer) => shared_outcome(&checks, &answer),
+            Some(answer) => {
+                let outcome = shared_outcome(&checks, &answer);
+                self.mirror(&states, &checks, &outcome);
+                outcome
+            }
             None => self.inner.local.take_all(&states, &checks),
         };
         let via_redis = !shared.degraded();
         self.conclude(&actors, &checks, ticket, outcome, via_redis)
+    }
+
+    /// Keeps each local cell at the shared state Redis just reported, so when Redis
+    /// goes away the local fallback starts from the last known usage, not a full bucket
+    /// (an outage must not grant every actor a fresh burst). One atomic store per check.
+    fn mirror(&self, states: &States, checks: &Checks, outcome: &local::Outcome) {
+        // The shared outcome's clock has now = DAY_NS; move it onto the local clock.
+        let now = self.inner.local.now();
+        for (check, tat) in checks.iter().zip(&outcome.tats) {
+            let ahead = tat.saturating_sub(outcome.now);
+            states[check.actor].cells[check.window].mirror(now.saturating_add(ahead));
+        }
     }
 
     /// Takes the in-flight slots (or refuses) and lists the rate checks.

@@ -81,6 +81,16 @@ impl Warden {
             .storage_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("warden.db").display()));
         let upstream = options.upstream_url.unwrap_or_else(|| standin.base_url());
+        // Each test's spool in its own directory (the PostgreSQL default is under the
+        // working directory, shared by every test); a test with its own `[events]`
+        // section names its spool there.
+        let mut extra_toml = options.extra_toml;
+        if !extra_toml.contains("[events]") {
+            extra_toml.push_str(&format!(
+                "\n[events]\nspool_dir = \"{}\"\n",
+                dir.path().join("spool").display()
+            ));
+        }
         let config = format!(
             r#"
 [server]
@@ -135,12 +145,9 @@ issuer = "test-app"
             timeout = options.upstream_timeout_secs,
             upstream_extra = options.upstream_toml,
             extra = if options.moderation {
-                options.extra_toml
+                extra_toml
             } else {
-                format!(
-                    "{}\n[safety.moderation]\nenabled = false\n",
-                    options.extra_toml
-                )
+                format!("{extra_toml}\n[safety.moderation]\nenabled = false\n")
             },
         );
         let config_path = dir.path().join("warden.toml");
@@ -340,4 +347,30 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// One value from the admin listener's `/metrics` (a metric without labels).
+pub async fn metric(w: &Warden, name: &str) -> f64 {
+    let text = client()
+        .get(format!("{}/metrics", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A loopback port that was free a moment ago, for servers a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
