@@ -21,10 +21,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route(
             crate::notices::receiver::PATH,
-            axum::routing::post(crate::notices::receiver::receive),
+            axum::routing::post(crate::notices::receiver::receive)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::notices::receiver::MAX_BODY,
+                ))
+                .layer(axum::middleware::from_fn(
+                    crate::notices::receiver::limit_body,
+                )),
         )
         .merge(crate::admin_api::routes(gateway.clone()))
         .merge(crate::admin_api::dashboard_routes())
+        .layer(axum::middleware::map_response(
+            crate::admin_api::envelope::errors,
+        ))
         .with_state(gateway)
 }
 

@@ -60,7 +60,7 @@ async fn json_logs_have_one_request_line_per_request_and_no_secret_unmasked() {
     ids.push(request_id(&response));
     let _ = response.text().await;
 
-    // 4. A secret where Warden does log the client's value: the model name.
+    // 4. A secret as the model name: refused (400 secret_in_field), never logged or stored.
     let body = json!({"model": SECRET_AS_MODEL, "messages": [{"role": "user", "content": "hi"}]});
     let response = post(&w, "/v1/chat/completions", Some("bob"), &body).await;
     ids.push(request_id(&response));
@@ -175,7 +175,8 @@ async fn json_logs_have_one_request_line_per_request_and_no_secret_unmasked() {
         .iter()
         .find(|l| l["request_id"] == ids[3].as_str())
         .unwrap();
-    assert_eq!(modelled["model"], "sk-proj-****[openai_key]", "{modelled}");
+    assert_eq!(modelled["reason"], "secret_in_field", "{modelled}");
+    assert!(modelled["model"].is_null(), "{modelled}");
     // Request lines never carry the app's raw end-user ids (enforcement warnings do: an
     // operator acts on them by that id).
     for line in &requests {

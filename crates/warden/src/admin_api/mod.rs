@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod cases;
+pub mod envelope;
 mod keys;
 mod overview;
 mod reload;

@@ -1,7 +1,6 @@
 //! `/admin/v1/users`: review end users, their strikes and standing; ban, suspend, lift.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -78,15 +77,21 @@ pub async fn suspend(
     path: Path<(String, String)>,
     body: Option<Json<ActionBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    act(state, path, body, |b| match b.hours {
-        Some(h) if h.is_finite() && h > 0.0 => {
-            Ok(Action::Suspend(Duration::from_secs_f64(h * 3600.0)))
+    act(state, path, body, |b| {
+        match b
+            .hours
+            .and_then(|h| crate::error::wait::checked_hours(h, false))
+        {
+            Some(d) => Ok(Action::Suspend(d)),
+            None => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_hours",
+                format!(
+                    "Send {{\"hours\": <number>}} to suspend, more than 0 and at most {} (ten years).",
+                    crate::error::wait::MAX_HOURS
+                ),
+            )),
         }
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_hours",
-            "Send {\"hours\": <positive number>} to suspend.",
-        )),
     })
     .await
 }

@@ -3,7 +3,6 @@
 //! pick a change up within a second.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -140,14 +139,17 @@ pub async fn run(command: UsersCommand, target: Target) -> anyhow::Result<()> {
             hours,
             reason,
         } => {
-            if !(hours.is_finite() && hours > 0.0) {
-                anyhow::bail!("--hours must be a positive number");
-            }
+            let Some(period) = crate::error::wait::checked_hours(hours, false) else {
+                anyhow::bail!(
+                    "--hours must be more than 0 and at most {} (ten years)",
+                    crate::error::wait::MAX_HOURS
+                );
+            };
             Act {
                 user,
                 key,
                 verb: "suspend",
-                action: Action::Suspend(Duration::from_secs_f64(hours * 3600.0)),
+                action: Action::Suspend(period),
                 reason,
             }
         }

@@ -73,6 +73,9 @@ pub enum WardenError {
         param: String,
         encoding: &'static str,
     },
+    /// An identifier field (`model`) holds something that looks like a credential.
+    #[error("credential in {param}")]
+    SecretInField { param: &'static str, kind: String },
     /// A model-scoped key sent a request that names no model.
     #[error("model required for this key")]
     ModelRequired { key: String },
@@ -160,6 +163,7 @@ impl WardenError {
             | InvalidShape { .. }
             | UndecodableTokens { .. }
             | ModelRequired { .. }
+            | SecretInField { .. }
             | BodyRead
             | ContentFiltered(_)
             | PromptTooLong { .. }
@@ -198,6 +202,7 @@ impl WardenError {
             InvalidType { .. } | InvalidShape { .. } => "invalid_type",
             UndecodableTokens { .. } => "invalid_prompt_tokens",
             ModelRequired { .. } => "model_required",
+            SecretInField { .. } => "secret_in_field",
             BodyTooLarge { .. } => "request_too_large",
             BodyTimeout => "request_timeout",
             BodyRead => "request_body_unreadable",
@@ -248,6 +253,7 @@ impl WardenError {
             WardenError::InvalidShape { param, .. } => Some(param),
             WardenError::UndecodableTokens { param, .. } => Some(param),
             WardenError::ModelRequired { .. } => Some("model"),
+            WardenError::SecretInField { param, .. } => Some(param),
             WardenError::PromptTooLong { param, .. } => Some(param),
             WardenError::TooManyChoices { .. } => Some("n"),
             WardenError::ModelNotAllowed { .. } => Some("model"),
@@ -282,6 +288,9 @@ impl WardenError {
             }
             UndecodableTokens { param, encoding } => format!(
                 "The token ids in '{param}' do not decode to text with the model's tokenizer ({encoding}), so Warden cannot check them. Send the prompt as text, or token ids of this model's tokenizer that form whole characters."
+            ),
+            SecretInField { param, kind } => format!(
+                "'{param}' looks like a credential ({kind}). Warden does not forward or store it; send the model's name."
             ),
             ModelRequired { key } => format!(
                 "The key '{key}' may only use certain models, so every request must name its 'model' (including responses that continue a previous_response_id)."

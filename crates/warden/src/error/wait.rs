@@ -69,3 +69,30 @@ pub fn format_ms(ms: i64) -> String {
         })
         .unwrap_or_else(|| ms.to_string())
 }
+
+/// The longest period the operator plane takes in hours (suspensions, key expiry, rotation
+/// overlaps): ten years. Beyond it a number is a typo, and beyond about 2.5e12 hours it
+/// would not even fit a `Duration` or a millisecond timestamp.
+pub const MAX_HOURS: f64 = 24.0 * 365.0 * 10.0;
+
+/// `hours` as a duration when it is a finite number in `(0, MAX_HOURS]` (or `[0, …]` when
+/// `zero_ok`); `None` otherwise, for the caller to refuse with its own words.
+pub fn checked_hours(hours: f64, zero_ok: bool) -> Option<Duration> {
+    let in_range =
+        hours.is_finite() && hours <= MAX_HOURS && (hours > 0.0 || (zero_ok && hours == 0.0));
+    in_range.then(|| Duration::from_secs_f64(hours * 3600.0))
+}
+
+#[cfg(test)]
+mod hours_tests {
+    use super::*;
+
+    #[test]
+    fn hours_out_of_range_are_refused_not_overflowed() {
+        assert_eq!(checked_hours(2.0, false), Some(Duration::from_secs(7200)));
+        assert_eq!(checked_hours(0.0, true), Some(Duration::ZERO));
+        for bad in [0.0, -1.0, 1e300, f64::NAN, f64::INFINITY, MAX_HOURS + 1.0] {
+            assert_eq!(checked_hours(bad, false), None, "{bad}");
+        }
+    }
+}

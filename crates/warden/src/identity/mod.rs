@@ -46,6 +46,13 @@ pub fn validate_user_id(id: &str) -> Result<(), WardenError> {
             "it contains control characters".into(),
         ));
     }
+    // An id that carries a credential would be stored, listed and served by the admin API
+    // and the CLI: refuse it rather than keep someone's key.
+    if let Some(kind) = crate::logs::mask::shared().and_then(|m| m.secret_in(id)) {
+        return Err(WardenError::InvalidEndUser(format!(
+            "it looks like a credential ({kind}); send a stable user id, never a key"
+        )));
+    }
     Ok(())
 }
 
@@ -60,5 +67,29 @@ mod tests {
         assert!(validate_user_id("a\u{0}b").is_err());
         assert!(validate_user_id(&"x".repeat(257)).is_err());
         assert!(validate_user_id("ünïcødé").is_ok());
+        let key = format!("sk-proj-{}", "A1b2C3d4E5f6G7h8I9j0".repeat(3));
+        assert!(validate_user_id(&key).is_err());
+    }
+}
+
+#[cfg(test)]
+mod secret_ids {
+    use super::*;
+
+    /// Ordinary ids, hashed ids (what OpenAI recommends) and session ids are not
+    /// mistaken for credentials.
+    #[test]
+    fn ordinary_and_hashed_ids_pass() {
+        for id in [
+            "alice@example.com",
+            "user_12345",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "sess_8fJ2kL9qPz",
+            "bXlfdXNlcl9pZA==",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+        ] {
+            assert!(validate_user_id(id).is_ok(), "{id}");
+        }
     }
 }

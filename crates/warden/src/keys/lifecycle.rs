@@ -70,8 +70,11 @@ pub async fn create(
 ) -> Result<Value, KeyOpError> {
     let invalid = |why: String| KeyOpError::Invalid("invalid_key_request", why);
     if let Some(h) = new.expires_in_hours {
-        if !(h.is_finite() && h > 0.0) {
-            return Err(invalid("expires_in_hours must be a positive number".into()));
+        if crate::error::wait::checked_hours(h, false).is_none() {
+            return Err(invalid(format!(
+                "expires_in_hours must be a number more than 0 and at most {} (ten years)",
+                crate::error::wait::MAX_HOURS
+            )));
         }
     }
     if let Some(unknown) = new
@@ -144,10 +147,13 @@ pub async fn rotate(
     name: &str,
     overlap_hours: f64,
 ) -> Result<Value, KeyOpError> {
-    if !(overlap_hours.is_finite() && overlap_hours >= 0.0) {
+    if crate::error::wait::checked_hours(overlap_hours, true).is_none() {
         return Err(KeyOpError::Invalid(
             "invalid_overlap",
-            "overlap_hours must be a number >= 0".into(),
+            format!(
+                "overlap_hours must be a number from 0 to {} (ten years)",
+                crate::error::wait::MAX_HOURS
+            ),
         ));
     }
     if is_declared(declared, name) {

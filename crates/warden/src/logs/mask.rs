@@ -73,6 +73,25 @@ impl Masker {
     }
 }
 
+impl Masker {
+    /// The kind of the first secret-looking value in `text`, if any.
+    pub fn secret_in(&self, text: &str) -> Option<&str> {
+        let caps = self.any.captures(text.as_bytes())?;
+        (1..caps.len())
+            .find(|i| caps.get(*i).is_some())
+            .and_then(|i| self.kinds.get(i - 1))
+            .map(String::as_str)
+            .or(Some("secret"))
+    }
+}
+
+/// One masker for the checks that refuse secrets in identifiers (end-user ids, model
+/// names): built on first use, shared.
+pub fn shared() -> Option<&'static Masker> {
+    static SHARED: std::sync::OnceLock<Option<Masker>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| Masker::new().ok()).as_ref()
+}
+
 /// Short type names for the shipped rule ids.
 fn kind_of(rule_id: &str) -> String {
     match rule_id {

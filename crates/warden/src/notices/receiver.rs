@@ -18,6 +18,27 @@ use crate::store::Delivery;
 
 pub const PATH: &str = "/hooks/openai";
 
+/// OpenAI's safety events are a few hundred bytes; anything near this is not one.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Refuses a body declared larger than [`MAX_BODY`] before reading any of it (the route's
+/// body limit catches one that lies about its length).
+pub async fn limit_body(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("A webhook body is at most {MAX_BODY} bytes."),
+        );
+    }
+    next.run(request).await
+}
+
 pub async fn receive(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,

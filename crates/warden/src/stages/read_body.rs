@@ -58,7 +58,18 @@ impl ReadBody {
         };
         let body = JsonBody::parse(&ctx.raw_body)?;
         check_fields(ctx.endpoint, &body)?;
-        ctx.model = body.str_field("model")?;
+        let model = body.str_field("model")?;
+        if let Some(kind) = model
+            .as_deref()
+            .and_then(|m| crate::logs::mask::shared()?.secret_in(m))
+        {
+            // Stored with every event and sent upstream: never keep or forward a key.
+            return Err(WardenError::SecretInField {
+                param: "model",
+                kind: kind.to_owned(),
+            });
+        }
+        ctx.model = model;
         ctx.stream = body.bool_field("stream")?.unwrap_or(false);
         ctx.texts = crate::openai::extract(ctx.endpoint, &body, ctx.model.as_deref())?;
         ctx.body = Some(body);

@@ -1,0 +1,180 @@
+//! The operator plane under bad input (issue 12, section 4): numbers out of range are
+//! refused instead of panicking the handler or overflowing an expiry, and every error the
+//! admin listener sends, axum's own included, is in OpenAI's envelope.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn admin(
+    w: &Warden,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<String>,
+) -> (u16, String, Value) {
+    let mut request = client()
+        .request(method, format!("{}{path}", w.admin))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, content_type, body)
+}
+
+fn assert_envelope(what: &str, status: u16, content_type: &str, body: &Value, want: u16) {
+    assert_eq!(status, want, "{what}: {body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: {content_type}"
+    );
+    for key in ["message", "type", "param", "code"] {
+        assert!(
+            body["error"].get(key).is_some(),
+            "{what}: no {key} in {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_not_panicked_or_overflowed() {
+    let w = Warden::start();
+    for hours in ["1e300", "-1", "0", "1e6"] {
+        let (status, ct, body) = admin(
+            &w,
+            reqwest::Method::POST,
+            "/admin/v1/users/app/alice/suspend",
+            Some(format!(r#"{{"hours":{hours}}}"#)),
+        )
+        .await;
+        assert_envelope(&format!("suspend {hours}"), status, &ct, &body, 400);
+        assert_eq!(body["error"]["code"], "invalid_hours");
+    }
+    let (status, ct, body) = admin(
+        &w,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "far", "expires_in_hours": 1e300}).to_string()),
+    )
+    .await;
+    assert_envelope("key expiry", status, &ct, &body, 400);
+    // The listener still answers: nothing panicked.
+    let (status, _, _) = admin(
+        &w,
+        reqwest::Method::POST,
+        "/admin/v1/users/app/alice/suspend",
+        Some(r#"{"hours":2}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn every_admin_error_is_in_the_openai_envelope() {
+    let w = Warden::start();
+    let cases: Vec<(&str, reqwest::Method, &str, Option<String>, u16)> = vec![
+        (
+            "unknown path",
+            reqwest::Method::GET,
+            "/admin/v1/nothing",
+            None,
+            404,
+        ),
+        (
+            "wrong method",
+            reqwest::Method::DELETE,
+            "/admin/v1/keys",
+            None,
+            405,
+        ),
+        (
+            "malformed JSON",
+            reqwest::Method::POST,
+            "/admin/v1/users/app/alice/ban",
+            Some("{not json".into()),
+            400,
+        ),
+        (
+            "wrong field type",
+            reqwest::Method::POST,
+            "/admin/v1/users/app/alice/suspend",
+            Some(r#"{"hours":"two"}"#.into()),
+            422,
+        ),
+    ];
+    for (what, method, path, body, want) in cases {
+        let (status, ct, body) = admin(&w, method, path, body).await;
+        assert_envelope(what, status, &ct, &body, want);
+    }
+    // The webhook receiver faces the internet: a 5 MB body is a clean 413, answered from
+    // the declared length before any of it is read.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(w.admin.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /hooks/openai HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5242880\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_envelope("5 MB webhook", 413, "application/json", &body, 413);
+}
+
+/// A credential sent as the end-user id or the model is refused, so it is never stored
+/// and served back by the admin API (the logs already masked it).
+#[tokio::test]
+async fn credentials_in_identifiers_are_refused_not_stored() {
+    let w = Warden::start();
+    let key = format!("sk-proj-{}", "A1b2C3d4E5f6G7h8I9j0".repeat(3));
+    let as_user = client()
+        .post(w.url("/v1/chat/completions"))
+        .bearer_auth(APP_KEY)
+        .header("x-warden-user", &key)
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(as_user, 400).await;
+    assert_eq!(error["code"], "invalid_end_user");
+    assert!(!error.to_string().contains(&key));
+    let as_model = post(
+        &w,
+        "/v1/chat/completions",
+        Some("alice"),
+        &json!({"model": key, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let error = expect_error(as_model, 400).await;
+    assert_eq!(error["code"], "secret_in_field");
+    assert_eq!(error["param"], "model");
+    assert!(w.standin.requests().is_empty());
+    // Nothing the admin API serves holds the key.
+    for path in ["/admin/v1/events?limit=50", "/admin/v1/users"] {
+        let (status, _, body) = admin(&w, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.to_string().contains(&key), "{path}: {body}");
+    }
+}
