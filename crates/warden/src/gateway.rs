@@ -56,6 +56,8 @@ pub struct Gateway {
     pub lockdown: crate::lockdown::Lockdown,
     /// The countries each key is used from; a new one raises a leak alert.
     pub key_countries: Arc<crate::keys::countries::KeyCountries>,
+    /// Failed admin and webhook authentication per client address.
+    pub auth_failures: Arc<crate::admin_api::guessing::AuthFailures>,
 }
 
 impl Gateway {
@@ -156,6 +158,8 @@ impl Gateway {
             events.clone(),
         )
         .await?;
+        let auth_failures = Arc::new(crate::admin_api::guessing::AuthFailures::default());
+        auth_failures.spawn_flusher(events.clone());
         let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
         // The state is read once before serving, so a restart during lockdown stays locked.
         lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &|| {
@@ -216,6 +220,7 @@ impl Gateway {
             lockdown,
             spend,
             key_countries,
+            auth_failures,
         })
     }
 

@@ -121,6 +121,7 @@ impl Running {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.gateway.auth_failures.flush(&self.gateway.events, true);
         self.gateway.events.flush().await;
         self.gateway.spend.flush().await;
     }

@@ -3,6 +3,7 @@
 //! admin listener sends, axum's own included, is in OpenAI's envelope.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_support;
 mod common;
 
 use common::*;
@@ -177,4 +178,45 @@ async fn credentials_in_identifiers_are_refused_not_stored() {
         assert_eq!(status, 200, "{path}");
         assert!(!body.to_string().contains(&key), "{path}: {body}");
     }
+}
+
+/// Guessing the admin token: past ten failures a minute the address gets 429 without the
+/// token being checked, and the failures are counted, not one audit event each.
+#[tokio::test]
+async fn admin_token_guessing_is_slowed_and_counted_not_logged_per_guess() {
+    let w = Warden::start();
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let response = client()
+            .get(format!("{}/admin/v1/summary", w.admin))
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even the right token waits out the window from this address.
+    let (status, _, body) = admin(&w, reqwest::Method::GET, "/admin/v1/summary", None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_auth_failures");
+    // The event log holds one event for the first guess, not 200 (the rest are counted
+    // into one when the minute closes).
+    let mut w = w;
+    w.stop();
+    let url = format!("sqlite://{}", w.dir.path().join("warden.db").display());
+    let db = audit_support::Db::open(&url).await;
+    let refused = db
+        .strings("SELECT reason FROM events WHERE kind = 'admin' AND reason LIKE 'admin_token%'")
+        .await;
+    // The first guess on its own; the other 199 and the right token's refusal, counted.
+    assert_eq!(
+        refused,
+        vec![
+            "admin_token: 1 refused".to_owned(),
+            "admin_token: 200 refused".to_owned()
+        ],
+        "{refused:?}"
+    );
 }

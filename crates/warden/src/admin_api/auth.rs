@@ -13,6 +13,33 @@ use crate::events::{now_ms, EventRecord};
 use crate::gateway::Gateway;
 use crate::keys::{hash_secret, SecretHash};
 
+/// The peer address the admin listener put on the request (`ConnectInfo`).
+pub fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// 429 for an address that failed authentication too often.
+pub fn too_many_failures(wait: std::time::Duration) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_auth_failures",
+        format!(
+            "Too many failed authentications from this address; try again in {} s.",
+            wait.as_secs().max(1)
+        ),
+    )
+    .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AdminTokens(Vec<SecretHash>);
 
@@ -43,6 +70,13 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
+    let ip = client_ip(&request);
+    if let Some((ip, wait)) = ip.and_then(|ip| Some((ip, gateway.auth_failures.blocked(ip)?))) {
+        gateway
+            .auth_failures
+            .failed(&gateway.events, ip, "admin_token");
+        return too_many_failures(wait);
+    }
     let action = format!("{} {}", request.method(), request.uri().path());
     let token = request
         .headers()
@@ -73,6 +107,15 @@ pub async fn require_token(
         }
     };
     let response = match refusal {
+        Some(error) if error.is_auth_failure() => {
+            // Counted per address, not one audit row per guess.
+            if let Some(ip) = ip {
+                gateway
+                    .auth_failures
+                    .failed(&gateway.events, ip, "admin_token");
+            }
+            return error.into_response();
+        }
         Some(error) => error.into_response(),
         None => next.run(request).await,
     };

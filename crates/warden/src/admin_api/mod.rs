@@ -2,9 +2,10 @@
 //! in and out, errors in OpenAI's envelope, every call recorded as an `admin` event.
 
 mod audit;
-mod auth;
+pub mod auth;
 mod cases;
 pub mod envelope;
+pub mod guessing;
 mod keys;
 mod overview;
 mod reload;
@@ -130,6 +131,11 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// A wrong or missing admin token (not a disabled API).
+    pub fn is_auth_failure(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
     }
 
     pub fn internal(err: impl std::fmt::Display) -> Self {

@@ -41,9 +41,20 @@ pub async fn limit_body(request: axum::extract::Request, next: axum::middleware:
 
 pub async fn receive(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
+    let headers: &HeaderMap = &parts.headers;
+    let ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|p| p.0.ip());
+    if let Some((ip, wait)) = ip.and_then(|ip| Some((ip, gateway.auth_failures.blocked(ip)?))) {
+        gateway
+            .auth_failures
+            .failed(&gateway.events, ip, "webhook_signature");
+        return crate::admin_api::auth::too_many_failures(wait);
+    }
     let notices = &gateway.notices;
     let Some(key) = notices.key.as_deref() else {
         return refuse(
@@ -65,7 +76,13 @@ pub async fn receive(
     let tolerance = notices.config.tolerance.as_secs();
     if let Err(why) = signature::verify(key, &signed, now_ms() / 1000, tolerance) {
         tracing::warn!(%why, "OpenAI webhook refused");
-        record(&gateway, "rejected", &why.to_string(), None);
+        match ip {
+            // Counted per address: a stream of forged deliveries is one event a minute.
+            Some(ip) => gateway
+                .auth_failures
+                .failed(&gateway.events, ip, "webhook_signature"),
+            None => record(&gateway, "rejected", &why.to_string(), None),
+        }
         return refuse(
             StatusCode::BAD_REQUEST,
             "invalid_webhook_signature",
