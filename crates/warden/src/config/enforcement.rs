@@ -122,8 +122,11 @@ pub struct NoticesConfig {
 
 pub const DEFAULT_NOTICE_SECRET_ENV: &str = "OPENAI_WEBHOOK_SECRET";
 
+/// Periods past ten years are ten years: as good as forever, and far from `Duration`'s
+/// limit (a `1e300` in the file must not crash the start).
 fn hours(h: f64) -> Duration {
-    Duration::from_secs_f64(h * 3600.0)
+    let max = crate::error::wait::MAX_HOURS;
+    crate::error::wait::checked_hours(h.min(max), false).unwrap_or(Duration::from_secs(3600))
 }
 
 fn positive(value: Option<f64>, default: f64, path: &str, problems: &mut Problems) -> f64 {

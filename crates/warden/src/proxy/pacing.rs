@@ -302,7 +302,8 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    // Upstream's header, not ours: a value past `Duration`'s range is no reset time.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -400,5 +401,19 @@ mod tests {
         let err = p.admit(TOP, 0).await.unwrap_err();
         assert_eq!(err.code(), "upstream_rate_limit_reserved");
         assert_eq!(p.shed_total(), 1);
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    /// OpenAI's reset header parsed from an absurd value is no reset, not a panic.
+    #[test]
+    fn an_absurd_reset_is_none() {
+        let huge = format!("{}h", "9".repeat(400));
+        assert_eq!(super::parse_go_duration(&huge), None);
+        assert_eq!(
+            super::parse_go_duration("1.5s"),
+            Some(std::time::Duration::from_millis(1500))
+        );
     }
 }

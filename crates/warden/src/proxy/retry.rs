@@ -80,9 +80,10 @@ fn server_wait(headers: &HeaderMap) -> Option<Duration> {
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
+    // Upstream's headers: a number past `Duration`'s range is no wait worth honouring.
     let wait = number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))?;
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .or_else(|| number("retry-after").and_then(|s| Duration::try_from_secs_f64(s).ok()))?;
     (wait <= MAX_SERVER_WAIT).then_some(wait)
 }
 
@@ -160,5 +161,21 @@ mod tests {
         let third = wait_before(3, None, &config);
         assert!(third <= config.backoff * 4 && third >= (config.backoff * 4).mul_f64(0.75));
         assert!(wait_before(20, None, &config) <= MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// An upstream that sends an absurd wait must not panic the request.
+    #[test]
+    fn an_absurd_retry_after_is_ignored_not_a_panic() {
+        for (name, value) in [("retry-after", "1e300"), ("retry-after-ms", "1e308")] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            assert_eq!(server_wait(&headers), None, "{name}: {value}");
+        }
     }
 }
