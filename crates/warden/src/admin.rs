@@ -14,21 +14,15 @@ use tokio::sync::watch;
 
 use crate::gateway::Gateway;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+pub fn router(gateway: Arc<Gateway>, with_webhooks: bool) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            crate::notices::receiver::PATH,
-            axum::routing::post(crate::notices::receiver::receive)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::notices::receiver::MAX_BODY,
-                ))
-                .layer(axum::middleware::from_fn(
-                    crate::notices::receiver::limit_body,
-                )),
-        )
+        .route("/metrics", get(metrics));
+    if with_webhooks {
+        router = router.merge(webhook_routes());
+    }
+    router
         .merge(crate::admin_api::routes(gateway.clone()))
         .merge(crate::admin_api::dashboard_routes())
         .layer(axum::middleware::map_response(
@@ -39,6 +33,29 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// The admin listener, with the public one's connection bounds and its own cap: a flood
 /// on the public port cannot keep health checks or the operator out.
+fn webhook_routes() -> Router<Arc<Gateway>> {
+    Router::new().route(
+        crate::notices::receiver::PATH,
+        axum::routing::post(crate::notices::receiver::receive)
+            .layer(axum::extract::DefaultBodyLimit::max(
+                crate::notices::receiver::MAX_BODY,
+            ))
+            .layer(axum::middleware::from_fn(
+                crate::notices::receiver::limit_body,
+            )),
+    )
+}
+
+/// The webhook receiver alone (`[openai_notices] listen`), plus a health check.
+pub fn webhook_router(gateway: Arc<Gateway>) -> Router {
+    webhook_routes()
+        .route("/healthz", get(healthz))
+        .layer(axum::middleware::map_response(
+            crate::admin_api::envelope::errors,
+        ))
+        .with_state(gateway)
+}
+
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -46,7 +63,19 @@ pub async fn serve(
     settings: crate::listener::Settings,
     stopped: watch::Receiver<bool>,
 ) {
-    let router = router(gateway);
+    let with_webhooks = gateway.notices.config.listen.is_none();
+    let router = router(gateway, with_webhooks);
+    serve_router(listener, router, gate, settings, stopped).await;
+}
+
+/// Serves an axum router with the listener defences (see `listener`).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    gate: Arc<crate::listener::gate::Gate>,
+    settings: crate::listener::Settings,
+    stopped: watch::Receiver<bool>,
+) {
     let make = move |peer: std::net::SocketAddr| {
         // Handlers that rate-limit by client IP read it as axum's `ConnectInfo`.
         let router = router

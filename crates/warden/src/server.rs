@@ -91,6 +91,19 @@ pub async fn start(config: &Config, env: &dyn EnvSource) -> anyhow::Result<Runni
             (gateway.clone(), stopped.clone(), connections.clone());
         tasks.spawn(async move { serve_public(public, gateway, &connections, stopped).await });
     }
+    if let Some(addr) = config.notices.listen {
+        let hooks = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (openai_notices.listen): {e}"))?;
+        tracing::info!(webhooks = %hooks.local_addr()?, "OpenAI webhook receiver on its own listener");
+        tasks.spawn(admin::serve_router(
+            hooks,
+            admin::webhook_router(gateway.clone()),
+            Gate::new("webhooks", connections.admin_max_connections, 64),
+            settings(&connections),
+            stopped.clone(),
+        ));
+    }
     tasks.spawn(admin::serve(
         admin,
         gateway.clone(),

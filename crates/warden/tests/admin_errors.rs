@@ -220,3 +220,41 @@ async fn admin_token_guessing_is_slowed_and_counted_not_logged_per_guess() {
         "{refused:?}"
     );
 }
+
+/// `[openai_notices] listen` moves the webhook receiver to a listener of its own: it
+/// answers there, and the admin listener (which must stay private) no longer has it.
+#[tokio::test]
+async fn the_webhook_receiver_can_have_its_own_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let w = Warden::start_with(Options {
+        extra_toml: format!("[openai_notices]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..Default::default()
+    });
+    let hooks = format!("http://127.0.0.1:{port}");
+    let unsigned = |base: String| {
+        client()
+            .post(format!("{base}/hooks/openai"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    // On its own listener: there, and refusing an unsigned delivery in the envelope.
+    let response = unsigned(hooks.clone()).await.unwrap();
+    assert_ne!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["code"].is_string(), "{body}");
+    // The admin API is not reachable there.
+    let admin_there = client()
+        .get(format!("{hooks}/admin/v1/summary"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_there.status(), 404);
+    // And the admin listener no longer serves the receiver.
+    assert_eq!(unsigned(w.admin.clone()).await.unwrap().status(), 404);
+}

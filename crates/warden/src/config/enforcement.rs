@@ -40,6 +40,7 @@ section! {
         warning_suspend_hours: f64,
         deactivation_action: String,
         fetch_attempts: u32,
+        listen: String,
     }
 }
 
@@ -118,6 +119,9 @@ pub struct NoticesConfig {
     pub warning_suspend_for: Duration,
     pub deactivation_action: NoticeAction,
     pub fetch_attempts: u32,
+    /// A listener of its own for the webhook receiver, which must face the internet while
+    /// the admin API must not. Unset: the receiver is on the admin listener.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 pub const DEFAULT_NOTICE_SECRET_ENV: &str = "OPENAI_WEBHOOK_SECRET";
@@ -310,6 +314,16 @@ pub fn validate_notices(raw: Option<&toml::Value>, problems: &mut Problems) -> N
         )),
         deactivation_action,
         fetch_attempts,
+        listen: s.listen.as_deref().and_then(|text| match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(
+                    "openai_notices.listen",
+                    format!("'{text}' is not an address and port like 0.0.0.0:8090"),
+                );
+                None
+            }
+        }),
     }
 }
 

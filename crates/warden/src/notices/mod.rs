@@ -25,7 +25,7 @@ pub const WARNING_EVENT: &str = "safety.warning_issued";
 pub const DEACTIVATION_EVENT: &str = "safety.deactivation_issued";
 
 pub struct Notices {
-    config: NoticesConfig,
+    pub(crate) config: NoticesConfig,
     /// The HMAC key inside the `whsec_` secret; `None`: the receiver is not configured.
     key: Option<Vec<u8>>,
     /// `Bearer <key with api.safety.read>`; `None`: the upstream default key.
