@@ -369,9 +369,14 @@ impl Walker {
     /// Chat `messages`: an array of message objects. Every string of a message is text
     /// except ids and enums; `content` must be a string, null or an array of parts.
     fn messages(&mut self, at: At<'_, '_>, raw: &RawValue) -> Result<(), WardenError> {
-        for (i, message) in array(raw, at.path)?.into_iter().enumerate() {
+        self.items(at, raw)
+    }
+
+    /// An array of message or input objects, each with its own role.
+    fn items(&mut self, at: At<'_, '_>, raw: &RawValue) -> Result<(), WardenError> {
+        for (i, item) in array(raw, at.path)?.into_iter().enumerate() {
             let path = format!("{}[{i}]", at.path);
-            let entries = object(message, &path)?;
+            let entries = object(item, &path)?;
             let at = At {
                 instructions: from_the_application(&entries),
                 role: role_of(&entries),
@@ -397,17 +402,7 @@ impl Walker {
             JsonKind::Array => {}
             other => return Err(wrong_shape(at.path, "a string or an array", other)),
         }
-        for (i, item) in array(raw, at.path)?.into_iter().enumerate() {
-            let path = format!("{}[{i}]", at.path);
-            let entries = object(item, &path)?;
-            let at = At {
-                instructions: from_the_application(&entries),
-                role: role_of(&entries),
-                ..at.with_path(&path)
-            };
-            self.item_entries(at, &entries)?;
-        }
-        Ok(())
+        self.items(at, raw)
     }
 
     /// The entries of a message or input item, with the shape checks of the fields

@@ -84,12 +84,7 @@ pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
         let replayed = newest.as_deref().is_some_and(|n| !hit.param.starts_with(n));
         ctx.findings.push(Finding::ModerationFlag {
             param: hit.param.clone(),
-            categories: hit
-                .categories
-                .names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            categories: hit.categories.owned_names(),
             replayed,
         });
         ctx.audit.flags.push(flags::of_hit(STAGE, flags::FLAG, hit));

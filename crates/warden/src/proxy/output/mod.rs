@@ -218,12 +218,7 @@ async fn moderate_answer(
     }
     for hit in &checked.flagged {
         recorder.note(Finding::OutputFlag {
-            categories: hit
-                .categories
-                .names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            categories: hit.categories.owned_names(),
         });
         recorder.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
     }

@@ -306,7 +306,7 @@ impl Relay {
                     }
                     for hit in &checked.flagged {
                         self.note(Finding::OutputFlag {
-                            categories: owned(hit.categories.names()),
+                            categories: hit.categories.owned_names(),
                         });
                         self.flag(flags::of_hit(OUTPUT_STAGE, flags::FLAG, hit));
                     }
@@ -604,7 +604,3 @@ fn error_event(endpoint: Endpoint, code: &str, state: &State) -> Bytes {
 
 #[cfg(test)]
 mod tests;
-
-fn owned(names: Vec<&str>) -> Vec<String> {
-    names.into_iter().map(str::to_owned).collect()
-}

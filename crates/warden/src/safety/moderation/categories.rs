@@ -46,6 +46,11 @@ impl CategorySet {
             .map(|i| CATEGORIES[i])
             .collect()
     }
+
+    /// [`CategorySet::names`] as owned strings, for findings and refusals that keep them.
+    pub fn owned_names(self) -> Vec<String> {
+        self.names().into_iter().map(str::to_owned).collect()
+    }
 }
 
 /// One moderated input's verdict from the endpoint: its own `flagged` booleans and the

@@ -9,12 +9,7 @@ impl From<Hit> for ContentFilter {
     fn from(hit: Hit) -> Self {
         ContentFilter {
             param: hit.param,
-            categories: hit
-                .categories
-                .names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            categories: hit.categories.owned_names(),
             details: CATEGORIES
                 .iter()
                 .zip(hit.scores.scores.iter())
