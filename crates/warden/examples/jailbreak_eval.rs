@@ -1,4 +1,4 @@
-//! Measures the shipped jailbreak rules on `shared/data/eval`: recall on jailbreak.jsonl and
+//! Measures the shipped jailbreak rules on `data/eval`: recall on jailbreak.jsonl and
 //! false-positive rate on benign.jsonl, per half (dev = even lines, held-out = odd lines),
 //! at the block and flag thresholds, and recall per source.
 //! `cargo run --release -p warden --example jailbreak_eval -- [DIR] [--misses dev|benign|everyday|unseen]`

@@ -3,7 +3,7 @@
 //! weights Warden embeds. The held-out half is never read here: the operating points are
 //! chosen by cross-validation inside the development half.
 //!
-//! cargo run --release -p warden --example train_jailbreak -- ../shared/data/eval \
+//! cargo run --release -p warden --example train_jailbreak -- data/eval \
 //!     crates/warden/src/safety/filters/jailbreak_model.bin
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -131,7 +131,7 @@ fn main() {
     let dir = Path::new(
         args.get(1)
             .map(String::as_str)
-            .unwrap_or("../shared/data/eval"),
+            .unwrap_or("data/eval"),
     );
     let out = args
         .get(2)

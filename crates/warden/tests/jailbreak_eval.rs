@@ -1,4 +1,4 @@
-//! Regression guard for the jailbreak detector: the held-out half of shared/data/eval (odd
+//! Regression guard for the jailbreak detector: the held-out half of data/eval (odd
 //! lines; rules were tuned and the learned judge trained on the even ones), plus Warden's
 //! own test sets in tests/eval_data (never trained on): short everyday prompts, and
 //! jailbreaks of families the shared data has few of. Fails loudly when the data is missing.

@@ -1,4 +1,5 @@
-//! Loads `shared/data/eval` and splits it deterministically: rows at even 0-based line
+//! Loads the evaluation data (`data/eval` at the repository root, a copy of the public
+//! sets described in its README) and splits it deterministically: rows at even 0-based line
 //! indexes are the development half (rules were tuned on it), odd ones are held out.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,11 +13,11 @@ pub struct Row {
     pub line: usize,
 }
 
-/// `$WARDEN_EVAL_DIR`, or `<repo root>/../shared/data/eval`. Missing data fails loudly.
+/// `$WARDEN_EVAL_DIR`, or `<repo root>/data/eval`. Missing data fails loudly.
 pub fn data_dir() -> PathBuf {
     let dir = match std::env::var_os("WARDEN_EVAL_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/eval"),
     };
     assert!(
         dir.join("jailbreak.jsonl").is_file() && dir.join("benign.jsonl").is_file(),
