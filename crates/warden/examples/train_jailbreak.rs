@@ -128,11 +128,7 @@ fn cross_validate(jailbreaks: &[Example], benign: &[Example]) -> (Vec<f32>, Vec<
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = Path::new(
-        args.get(1)
-            .map(String::as_str)
-            .unwrap_or("data/eval"),
-    );
+    let dir = Path::new(args.get(1).map(String::as_str).unwrap_or("data/eval"));
     let out = args
         .get(2)
         .map(String::as_str)

@@ -140,7 +140,19 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     let ping = ping
         .map_err(|_| format!("no answer within {READY_PING:?}"))
         .and_then(|answer| answer.map_err(|err| err.to_string()));
+    // No upstream key at all: every request would fail, and no retry will fix it.
+    let no_upstream_key = gateway.upstream.defaults().key.is_none()
+        && !gateway.snapshot().keys.any_own_upstream_key();
     match ping {
+        Ok(()) if no_upstream_key => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": "upstream_key_missing",
+                "message": "No upstream OpenAI key is configured: set the variable named by [upstream] api_key_env (OPENAI_API_KEY by default), api_key_file, or activate a vault key.",
+                "store": gateway.store.backend(),
+            })),
+        ),
         Ok(()) => (
             StatusCode::OK,
             Json(json!({ "status": "ready", "store": gateway.store.backend(), "limits": limits })),

@@ -258,3 +258,85 @@ async fn the_webhook_receiver_can_have_its_own_listener() {
     // And the admin listener no longer serves the receiver.
     assert_eq!(unsigned(w.admin.clone()).await.unwrap().status(), 404);
 }
+
+/// With no upstream key at all, requests say so (not "moderation unavailable, retry") and
+/// `/readyz` is not ready, naming the reason.
+#[tokio::test]
+async fn no_upstream_key_is_named_and_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [storage]\nurl = \"sqlite://{}\"\n\
+             [identity]\nsafety_identifier_secret_env = \"T_SAFETY_SECRET\"\n\
+             [[keys]]\nname = \"app\"\nsecret_env = \"T_APP_KEY\"\nend_user = \"optional\"\n",
+            dir.path().join("w.db").display()
+        ),
+    )
+    .unwrap();
+    let env: std::collections::HashMap<String, String> =
+        [("T_APP_KEY", APP_KEY), ("T_SAFETY_SECRET", SAFETY_SECRET)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let (mut child, base, admin_url) = spawn_serve(&config, &env, &dir.path().join("stderr"));
+    let response = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(APP_KEY)
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
+    let error = expect_error(response, 503).await;
+    assert_eq!(error["code"], "upstream_key_missing");
+    let ready = client()
+        .get(format!("{admin_url}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["reason"], "upstream_key_missing", "{body}");
+    let _ = child.kill();
+}
+
+/// The admin API audits changes, not reads: polling the dashboard's endpoints adds no
+/// audit rows, a ban does.
+#[tokio::test]
+async fn admin_reads_are_not_audited_changes_are() {
+    let mut w = Warden::start();
+    for _ in 0..20 {
+        for path in ["/admin/v1/summary", "/admin/v1/users", "/admin/v1/risk"] {
+            let (status, _, _) = admin(&w, reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 200, "{path}");
+        }
+    }
+    let (status, _, _) = admin(
+        &w,
+        reqwest::Method::POST,
+        "/admin/v1/users/app/alice/ban",
+        Some(r#"{"reason":"test"}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    w.stop();
+    let url = format!("sqlite://{}", w.dir.path().join("warden.db").display());
+    let db = audit_support::Db::open(&url).await;
+    let audited = db
+        .strings("SELECT reason FROM events WHERE kind = 'admin' AND endpoint = 'admin'")
+        .await;
+    assert_eq!(
+        audited,
+        vec!["POST /admin/v1/users/app/alice/ban".to_owned()],
+        "{audited:?}"
+    );
+}

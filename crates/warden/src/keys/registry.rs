@@ -39,6 +39,14 @@ impl KeyRegistry {
         registry
     }
 
+    /// Whether some config key brings its own upstream key (so a missing default one
+    /// does not stop all traffic).
+    pub fn any_own_upstream_key(&self) -> bool {
+        self.declared
+            .iter()
+            .any(|(_, key)| key.upstream_key.is_some())
+    }
+
     pub fn lookup(&self, bearer: &str) -> Option<Arc<VirtualKey>> {
         self.by_hash.load().get(&hash_secret(bearer)).cloned()
     }

@@ -19,6 +19,7 @@ use crate::error::WardenError;
 use crate::events::flags::{self, Flag};
 use crate::pipeline::deferred::{Deferred, Settled};
 use crate::pipeline::{Finding, RequestContext, Stage, StageResult, Step, Verdict};
+use crate::safety::moderation::client::Failure;
 use crate::safety::moderation::pieces;
 use crate::safety::moderation::{Checked, Moderator, Side, Unavailable};
 
@@ -61,6 +62,10 @@ impl Moderate {
 /// Applies a verdict to the request: findings, audit flags, and the block or 503.
 pub fn settle(ctx: &mut RequestContext, judged: Judged) -> StageResult {
     let checked = judged.map_err(|Unavailable(why)| {
+        // No key to call the endpoint with: a retry will not help, say what is missing.
+        if why == Failure::NoKey {
+            return WardenError::NoUpstreamKey;
+        }
         tracing::warn!(request_id = %ctx.request_id, reason = why.label(), "input moderation unavailable; refusing (on_error = block)");
         WardenError::ModerationUnavailable(why.label())
     })?;
