@@ -98,6 +98,9 @@ pub struct UpstreamConfig {
     pub master_key_env: String,
     pub organization: Option<String>,
     pub project: Option<String>,
+    /// `OpenAI-Beta` features a client may ask for (`assistants=v2`); others are not
+    /// forwarded.
+    pub openai_beta: Vec<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// Retries of failed upstream calls and the circuit breaker that bounds them.

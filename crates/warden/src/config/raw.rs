@@ -27,6 +27,7 @@ section! {
         api_key_file: String,
         master_key_env: String,
         organization: String,
+        openai_beta: Vec<String>,
         project: String,
         connect_timeout_secs: u64,
         timeout_secs: u64,

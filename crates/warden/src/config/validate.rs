@@ -93,6 +93,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
             problems,
         ),
         project: header_text(up.project.as_deref(), "upstream.project", problems),
+        openai_beta: up.openai_beta.clone().unwrap_or_default(),
         connect_timeout: positive_secs(
             up.connect_timeout_secs,
             10,

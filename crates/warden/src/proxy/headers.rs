@@ -40,9 +40,17 @@ fn withheld_from_upstream(name: &HeaderName) -> bool {
         || name.as_str() == "x-client-ip"
         || name.as_str() == "true-client-ip"
         || name.as_str() == "cf-connecting-ip"
-        // Beta APIs (assistants, realtime) are not among the paths Warden serves; a client
-        // must not switch a served endpoint into beta behaviour behind the operator's back.
-        || name.as_str() == "openai-beta"
+}
+
+/// `OpenAI-Beta` switches an endpoint into beta behaviour: forwarded only when every
+/// feature it names is one the operator allowed (`[upstream] openai_beta`).
+fn beta_allowed(value: &HeaderValue, allowed: &[String]) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    text.split(',')
+        .map(str::trim)
+        .all(|feature| allowed.iter().any(|a| a == feature))
 }
 
 /// A header no OpenAI request needs this much of; dropped rather than forwarded.
@@ -55,10 +63,15 @@ pub fn to_upstream(
     organization: Option<&HeaderValue>,
     project: Option<&HeaderValue>,
     body_len: Option<usize>,
+    openai_beta: &[String],
 ) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 4);
     for (name, value) in client {
-        if !withheld_from_upstream(name) && value.len() <= MAX_FORWARDED_HEADER_BYTES {
+        let beta = name.as_str() == "openai-beta";
+        if !withheld_from_upstream(name)
+            && value.len() <= MAX_FORWARDED_HEADER_BYTES
+            && (!beta || beta_allowed(value, openai_beta))
+        {
             out.append(name.clone(), value.clone());
         }
     }
@@ -126,8 +139,14 @@ mod tests {
             None,
             Some(&"proj_1".parse().unwrap()),
             Some(10),
+            &[],
         );
         assert_eq!(out[header::AUTHORIZATION], "Bearer sk-upstream");
+        let allowed = to_upstream(&client, &key, None, None, None, &["x".to_owned()]);
+        assert_eq!(
+            allowed["openai-beta"], "x",
+            "an allowed beta feature passes"
+        );
         assert!(out[header::AUTHORIZATION].is_sensitive());
         assert!(out.get("x-warden-user").is_none());
         assert!(out.get("openai-organization").is_none());

@@ -41,6 +41,8 @@ pub struct Upstream {
     defaults: arc_swap::ArcSwap<Defaults>,
     timeout: Duration,
     retries: RetryConfig,
+    /// `[upstream] openai_beta`: the beta features a client may switch on.
+    openai_beta: Vec<String>,
     pub breaker: Breaker,
     /// Keeps the organization under its share of OpenAI's own rate limits.
     pub pacer: super::pacing::Pacer,
@@ -107,6 +109,7 @@ impl Upstream {
             }),
             timeout: config.timeout,
             retries: config.retries,
+            openai_beta: config.openai_beta.clone(),
             breaker: Breaker::new(
                 "upstream",
                 config.retries.breaker_failures,
@@ -227,6 +230,7 @@ impl Upstream {
             defaults.organization.as_ref(),
             key.openai_project.as_ref().or(defaults.project.as_ref()),
             body.as_ref().map(Bytes::len),
+            &self.openai_beta,
         );
         let uri = self.uri_for(&ctx.path_and_query)?;
         let body = body.unwrap_or_default();
