@@ -37,6 +37,7 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     );
     let (ua, ub) = (&a.upstream, &b.upstream);
     check("upstream.base_url", &ua.base_url, &ub.base_url);
+    check("upstream.openai_beta", &ua.openai_beta, &ub.openai_beta);
     check(
         "upstream.master_key_env",
         &ua.master_key_env,
