@@ -191,10 +191,7 @@ impl RawConfig {
                 "events" => raw.events = Some(value.clone()),
                 "spend" => raw.spend = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
-                other => problems.push(
-                    other,
-                    format!("unknown section (known sections: {})", SECTIONS.join(", ")),
-                ),
+                other => problems.push(other, super::schema::unknown("section", other, SECTIONS)),
             }
         }
         raw

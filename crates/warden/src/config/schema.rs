@@ -37,7 +37,7 @@ macro_rules! section {
                         }, )*
                         _ => problems.push(
                             key_path,
-                            format!("unknown key (known keys: {})", Self::FIELDS.join(", ")),
+                            $crate::config::schema::unknown("key", key, Self::FIELDS),
                         ),
                     }
                 }
@@ -48,6 +48,22 @@ macro_rules! section {
 }
 
 pub(crate) use section;
+
+/// "unknown key": with the likely intended name when one is close (a typo, a case
+/// slip), else the list of known names.
+pub fn unknown(what: &str, name: &str, known: &[&str]) -> String {
+    let lower = name.to_ascii_lowercase();
+    let closest = known
+        .iter()
+        .map(|k| (strsim::levenshtein(&lower, k), *k))
+        .min();
+    match closest {
+        Some((distance, k)) if distance <= (name.len() / 3).max(2) => {
+            format!("unknown {what}; did you mean '{k}'?")
+        }
+        _ => format!("unknown {what} (known {what}s: {})", known.join(", ")),
+    }
+}
 
 /// serde's message trimmed to one line, naming what was found.
 pub fn type_problem(serde_message: &str, found: &toml::Value) -> String {

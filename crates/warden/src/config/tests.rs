@@ -153,3 +153,16 @@ fn implicit_upstream_key_is_only_a_warning() {
     assert!(secrets.upstream_default.is_none());
     assert_eq!(warnings.len(), 1);
 }
+
+#[test]
+fn a_typo_gets_the_likely_key_and_a_stranger_the_list() {
+    let problems = Config::from_toml("[server]\nlisen = \"127.0.0.1:1\"\n[limts]\n").unwrap_err();
+    let text = problems.to_string();
+    assert!(text.contains("did you mean 'listen'?"), "{text}");
+    assert!(text.contains("did you mean 'limits'?"), "{text}");
+    let problems = Config::from_toml("[server]\ncompletely_else = 1\n").unwrap_err();
+    assert!(
+        problems.to_string().contains("known keys: listen"),
+        "{problems}"
+    );
+}
