@@ -279,6 +279,43 @@ fn check_config_lists_every_problem_and_exits_non_zero() {
     assert!(stderr(&output).contains("warning: keys[0].secret_env"));
 }
 
+/// Every config shipped in `examples/` passes `check-config`: a newcomer who copies one
+/// starts from a file Warden accepts.
+#[test]
+fn every_example_config_passes_check_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    let names: Vec<_> = files
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for wanted in ["minimal.toml", "production.toml", "standin.toml"] {
+        assert!(
+            names.iter().any(|name| name == wanted),
+            "examples/{wanted} missing: {names:?}"
+        );
+    }
+    for file in &files {
+        let output = Command::new(warden_bin())
+            .arg("check-config")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{} rejected:\n{}",
+            file.display(),
+            stderr(&output)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains(": OK"));
+    }
+}
+
 #[test]
 fn serve_refuses_to_start_with_missing_secrets_and_says_which() {
     let dir = tempfile::tempdir().unwrap();

@@ -255,11 +255,11 @@ mod tests {
         }
     }
 
-    /// The README's example of `[geo]`, `[abuse]`, `[alerts]` and `[lockdown]` is valid
+    /// The configuration reference's example of `[geo]`, `[abuse]`, `[alerts]` and `[lockdown]` is valid
     /// and says the defaults.
     #[test]
     fn readme_example_is_valid_and_matches_the_defaults() {
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../../docs/configuration.md");
         let start = readme
             .find("Every key of these sections, with its default")
             .unwrap();
@@ -272,7 +272,7 @@ mod tests {
             &db.path().display().to_string(),
         );
         let config = crate::config::Config::from_toml(&text).unwrap_or_else(|p| {
-            unreachable!("README example invalid: {p}");
+            unreachable!("configuration.md example invalid: {p}");
         });
         assert_eq!(config.abuse, AbuseConfig::default());
         let geo = crate::config::geo::GeoConfig {

@@ -166,3 +166,26 @@ fn a_typo_gets_the_likely_key_and_a_stranger_the_list() {
         "{problems}"
     );
 }
+
+/// Every TOML block of the configuration reference (docs/configuration.md) is a config
+/// Warden accepts, so the reference cannot drift into keys that do not exist.
+#[test]
+fn every_block_of_the_configuration_reference_is_valid() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").unwrap()])
+        .collect();
+    assert!(blocks.len() >= 5, "found {} blocks", blocks.len());
+    let db = tempfile::NamedTempFile::new().unwrap();
+    for block in blocks {
+        let text = block.replace(
+            "/var/lib/GeoIP/GeoLite2-Country.mmdb",
+            &db.path().display().to_string(),
+        );
+        if let Err(problems) = Config::from_toml(&text) {
+            unreachable!("docs/configuration.md block invalid: {problems}\n{block}");
+        }
+    }
+}
