@@ -313,7 +313,7 @@ impl Enforcement {
         let detail = serde_json::json!({
             "category": offence.category,
             "weight": offence.weight,
-            "total": weight,
+            "total": rounded(weight),
             "rung": after_rung.label(),
         });
         self.event(&offence.request_id, key, user, "strike", detail);
@@ -325,7 +325,7 @@ impl Enforcement {
                 after_rung.label(),
                 serde_json::json!({
                     "by": Actor::Strikes.label(),
-                    "total": weight,
+                    "total": rounded(weight),
                     "until_ms": status.until_ms(),
                 }),
             );
@@ -516,3 +516,9 @@ pub enum Action {
 
 /// Milliseconds since the epoch as RFC 3339 UTC, for messages and tables.
 pub use crate::error::wait::format_ms;
+
+/// A decayed strike total to two places for events and reports: the decay leaves values
+/// like 2.9999999908313866, which say nothing more than 3.0.
+pub fn rounded(weight: f64) -> f64 {
+    (weight * 100.0).round() / 100.0
+}

@@ -32,7 +32,8 @@ impl ContentFilter {
                 category.clone(),
                 json!({
                     "filtered": self.categories.contains(category),
-                    "score": f64::from(*score),
+                    // Four places: an f32 widened as is prints as 0.9300000071525574.
+                    "score": (f64::from(*score) * 1e4).round() / 1e4,
                 }),
             );
         }
@@ -66,7 +67,8 @@ mod tests {
         assert_eq!(inner["code"], "ResponsibleAIPolicyViolation");
         let result = &inner["content_filter_result"];
         assert_eq!(result["jailbreak"]["filtered"], true);
-        assert!((result["jailbreak"]["score"].as_f64().unwrap() - 0.93).abs() < 1e-6);
+        // Regression: the widened f32 printed as 0.9300000071525574.
+        assert_eq!(result["jailbreak"]["score"].to_string(), "0.93");
         assert_eq!(result["secrets"]["filtered"], false);
     }
 }

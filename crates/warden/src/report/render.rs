@@ -76,7 +76,7 @@ fn actions_table(caption: &str, actions: &Actions) -> Option<Table> {
                     a.key.clone().unwrap_or_else(|| "-".into()),
                     a.detail
                         .as_ref()
-                        .map(|d| d.to_string())
+                        .map(|d| tidy(d).to_string())
                         .unwrap_or_else(|| "-".into()),
                 ]
             })
@@ -340,4 +340,35 @@ pub fn markdown_document(r: &Report) -> String {
         r.store,
         markdown(&sections(r))
     )
+}
+
+/// An action's detail with its fractional numbers to two places (events written before
+/// strike totals were rounded carry values like 2.9999999908313866).
+fn tidy(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => n
+            .as_f64()
+            .map(crate::enforcement::rounded)
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| value.clone(), Value::Number),
+        Value::Array(items) => Value::Array(items.iter().map(tidy).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), tidy(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tidy_tests {
+    /// Regression: the report printed strike totals like 2.9999999908313866.
+    #[test]
+    fn fractional_numbers_in_action_details_are_rounded() {
+        let detail = serde_json::json!({"total": 2.9999999908313866, "n": 3, "inner": [0.123456]});
+        assert_eq!(
+            super::tidy(&detail).to_string(),
+            r#"{"inner":[0.12],"n":3,"total":3.0}"#
+        );
+    }
 }
