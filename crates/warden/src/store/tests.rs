@@ -32,6 +32,7 @@ fn key(name: &str) -> StoredKey {
 
 async fn exercise(store: &Store) {
     store.ping().await.unwrap();
+    first_sighting_after_a_strike_sets_first_seen(store).await;
     let name = unique("k");
     store.insert_key(&key(&name)).await.unwrap();
     assert!(matches!(
@@ -115,4 +116,37 @@ async fn postgres_store_works() {
     .expect("PostgreSQL must run on 127.0.0.1:5432 (see README: test setup)");
     assert_eq!(store.backend(), "postgres");
     exercise(&store).await;
+}
+
+/// Regression: a user whose first request earned a strike got their row from the standing
+/// write (first_seen_ms 0), and the later sighting never filled it in.
+async fn first_sighting_after_a_strike_sets_first_seen(store: &Store) {
+    let key = unique("fs");
+    let change = StatusChange {
+        status: "active",
+        until_ms: None,
+        reason: None,
+        strike_weight: 2.0,
+        strike_at_ms: 1_000,
+        at_ms: 1_000,
+    };
+    store
+        .set_standing(&key, "u1", "wsi1_x", &change)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user(&key, "u1").await.unwrap().unwrap().first_seen_ms,
+        0
+    );
+    let seen = |at_ms| Sighting {
+        key_name: key.clone(),
+        end_user: "u1".into(),
+        safety_identifier: "wsi1_x".into(),
+        at_ms,
+    };
+    store.record_sightings(&[seen(1_000)]).await.unwrap();
+    store.record_sightings(&[seen(5_000)]).await.unwrap();
+    let user = store.user(&key, "u1").await.unwrap().unwrap();
+    assert_eq!((user.first_seen_ms, user.last_seen_ms), (1_000, 5_000));
+    assert_eq!(user.strike_weight, 2.0, "a sighting never touches standing");
 }

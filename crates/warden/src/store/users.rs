@@ -55,7 +55,9 @@ const USER_COLUMNS: &str = "key_name, end_user, safety_identifier, first_seen_ms
 
 impl Store {
     /// Records sightings as one multi-row upsert: new users are added, known ones get a
-    /// later `last_seen_ms`; standing is never touched here.
+    /// later `last_seen_ms`; standing is never touched here. A row that a strike or an
+    /// operator created before the first sighting was flushed has `first_seen_ms = 0`;
+    /// the sighting fills it in (lockdown's "no new end users" reads it).
     pub async fn record_sightings(&self, seen: &[Sighting]) -> Result<(), StoreError> {
         for chunk in seen.chunks(500) {
             on_pool!(self, pool => {
@@ -71,6 +73,9 @@ impl Store {
                 });
                 insert.push(
                     " ON CONFLICT (key_name, end_user) DO UPDATE SET \
+                     first_seen_ms = CASE WHEN end_users.first_seen_ms = 0 \
+                     OR excluded.first_seen_ms < end_users.first_seen_ms \
+                     THEN excluded.first_seen_ms ELSE end_users.first_seen_ms END, \
                      last_seen_ms = CASE WHEN excluded.last_seen_ms > end_users.last_seen_ms \
                      THEN excluded.last_seen_ms ELSE end_users.last_seen_ms END, \
                      safety_identifier = excluded.safety_identifier",
