@@ -319,16 +319,26 @@ fn print_list(users: &[Value], json: bool) {
         println!("{}", Value::Array(users.to_vec()));
         return;
     }
-    println!(
-        "{:<20} {:<28} {:>7} {:<10} {:<20} LAST SEEN",
-        "KEY", "END USER", "STRIKES", "STATUS", "UNTIL"
+    print!("{}", list_table(users));
+}
+
+/// The users table. RUNG is where the strikes put the user (clear, warn, throttle,
+/// suspend, ban): warned and throttled users are `active` in STATUS, so without it their
+/// standing was invisible here.
+fn list_table(users: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<20} {:<28} {:>7} {:<9} {:<10} {:<20} LAST SEEN\n",
+        "KEY", "END USER", "STRIKES", "RUNG", "STATUS", "UNTIL"
     );
     for u in users {
-        println!(
-            "{:<20} {:<28} {:>7.2} {:<10} {:<20} {}",
+        let _ = writeln!(
+            out,
+            "{:<20} {:<28} {:>7.2} {:<9} {:<10} {:<20} {}",
             u["key"].as_str().unwrap_or_default(),
             u["end_user"].as_str().unwrap_or_default(),
             u["strike_weight"].as_f64().unwrap_or(0.0),
+            u["rung"].as_str().unwrap_or("-"),
             u["status"].as_str().unwrap_or_default(),
             u["status_until_ms"]
                 .as_i64()
@@ -337,6 +347,7 @@ fn print_list(users: &[Value], json: bool) {
             when(u["last_seen_ms"].as_i64().unwrap_or(0)),
         );
     }
+    out
 }
 
 fn print_user(u: &Value, json: bool) {
@@ -357,6 +368,7 @@ fn print_user(u: &Value, json: bool) {
         "strike weight      {:.2} (now, after decay)",
         u["strike_weight"].as_f64().unwrap_or(0.0)
     );
+    println!("rung               {}", text("rung"));
     println!(
         "status             {}{}{}",
         text("status"),
@@ -387,5 +399,21 @@ fn when(ms: i64) -> String {
         "never".into()
     } else {
         format_ms(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression: warned and throttled users showed only `active`; the rung is a column.
+    #[test]
+    fn the_users_table_shows_the_strike_rung() {
+        let user = serde_json::json!({"key": "app", "end_user": "u1", "strike_weight": 3.2,
+            "status": "active", "rung": "throttle", "last_seen_ms": 0});
+        let table = super::list_table(&[user]);
+        assert!(table.lines().next().unwrap().contains("RUNG"), "{table}");
+        assert!(
+            table.lines().nth(1).unwrap().contains("throttle"),
+            "{table}"
+        );
     }
 }
