@@ -117,8 +117,13 @@ async fn report_numbers_equal_the_traffic_sent() {
     // Moderation judged everything that got past limits and local filters.
     let pre_moderated = total - count("greedy", 429) - count("jailbreak", 400);
     assert_eq!(r["pre_moderated"], pre_moderated);
+    // Regression: requests refused locally (never forwarded) counted as not moderated, so
+    // the share read 1 - refusals; they are left out of it now.
+    let refused_locally = count("greedy", 429) + count("jailbreak", 400);
+    assert_eq!(r["refused_locally"], refused_locally, "{json:#}");
     let share = r["pre_moderated_share"].as_f64().unwrap();
-    assert!((share - pre_moderated as f64 / total as f64).abs() < 1e-9);
+    assert!((share - pre_moderated as f64 / (total - refused_locally) as f64).abs() < 1e-9);
+    assert!(share < 1.0 + 1e-9 && refused_locally > 0);
 
     let f = &json["flags"];
     assert_eq!(f["flagged_requests"], count("flagged", 200), "{json:#}");
@@ -159,7 +164,9 @@ async fn report_numbers_equal_the_traffic_sent() {
     assert!(md.contains("| harassment | 3 |"), "{md}");
     assert!(md.contains("| jailbreak | 2 |"), "{md}");
     assert!(
-        md.contains("**Pre-moderated before forwarding:** 12 of 16 (75.0 %)"),
+        md.contains(
+            "**Pre-moderated before forwarding:** 12 of 12 that could reach OpenAI (100.0 %)"
+        ) && md.contains("**Refused by Warden before moderation (never forwarded):** 4"),
         "{md}"
     );
     let html = report(&w, "html");

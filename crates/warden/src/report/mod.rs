@@ -63,7 +63,12 @@ pub struct Requests {
     /// Requests whose input was judged by the Moderation endpoint (or its cache of an
     /// earlier identical judgement) before anything was forwarded.
     pub pre_moderated: u64,
-    /// pre_moderated / with_content (0 when there was no content).
+    /// Requests with user content refused by Warden before the Moderation endpoint judged
+    /// them and before anything was forwarded (limits, local filters, identity, policy):
+    /// nothing of theirs reached OpenAI, so they are neither moderated nor unmoderated.
+    pub refused_locally: u64,
+    /// pre_moderated / (with_content - refused_locally): of the requests with user content
+    /// that could reach OpenAI, the share moderated first (0 when there were none).
     pub pre_moderated_share: f64,
 }
 
@@ -202,14 +207,17 @@ impl Tally {
         let r = &mut self.requests;
         r.total += 1;
         bump(&mut r.by_outcome, &e.outcome);
-        if e.content_len.is_some_and(|n| n > 0) {
-            r.with_content += 1;
-        }
-        if detail
+        let moderated = detail
             .and_then(|d| d.get("moderated"))
             .and_then(|m| m.as_bool())
-            == Some(true)
-        {
+            == Some(true);
+        if e.content_len.is_some_and(|n| n > 0) {
+            r.with_content += 1;
+            if !moderated && e.outcome == "blocked" && e.upstream_us.is_none() {
+                r.refused_locally += 1;
+            }
+        }
+        if moderated {
             r.pre_moderated += 1;
         }
         for flag in flags_of(detail) {
@@ -287,10 +295,11 @@ impl Tally {
         verification: &Verification,
     ) -> Report {
         let r = &mut self.requests;
-        r.pre_moderated_share = if r.with_content == 0 {
+        let could_reach_openai = r.with_content.saturating_sub(r.refused_locally);
+        r.pre_moderated_share = if could_reach_openai == 0 {
             0.0
         } else {
-            r.pre_moderated as f64 / r.with_content as f64
+            r.pre_moderated as f64 / could_reach_openai as f64
         };
         self.fail_open.first_at = self.first_fail_open.map(time::format);
         self.fail_open.last_at = self.last_fail_open.map(time::format);

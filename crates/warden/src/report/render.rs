@@ -95,11 +95,15 @@ fn sections(r: &Report) -> Vec<Section> {
                 q.with_content.to_string(),
             ),
             (
+                "Refused by Warden before moderation (never forwarded)".into(),
+                q.refused_locally.to_string(),
+            ),
+            (
                 "Pre-moderated before forwarding".into(),
                 format!(
-                    "{} of {} ({:.1} %)",
+                    "{} of {} that could reach OpenAI ({:.1} %)",
                     q.pre_moderated,
-                    q.with_content,
+                    q.with_content.saturating_sub(q.refused_locally),
                     q.pre_moderated_share * 100.0
                 ),
             ),
