@@ -2,6 +2,7 @@
 //! `audit`, `report`, `demo`. Printing is this module's job, so it may write to stdout.
 #![allow(clippy::print_stdout)]
 
+mod announce;
 mod audit;
 mod cases;
 mod check_config;

@@ -19,6 +19,11 @@ pub async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         running.public_addr, running.admin_addr
     );
     tracing::info!(public = %running.public_addr, admin = %running.admin_addr, store = running.gateway.store.backend(), "warden started");
+    tracing::info!("store: {}", super::announce::store(&config.storage));
+    match super::announce::admin(&config, running.admin_addr) {
+        Ok(where_) => tracing::info!("{where_}"),
+        Err(how) => tracing::warn!("{how}"),
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
