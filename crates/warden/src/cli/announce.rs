@@ -54,6 +54,7 @@ pub fn admin(config: &Config, admin_addr: SocketAddr) -> Result<String, String> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly")]
 mod tests {
     use super::*;
 

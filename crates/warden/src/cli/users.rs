@@ -403,6 +403,7 @@ fn when(ms: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly")]
 mod tests {
     /// Regression: warned and throttled users showed only `active`; the rung is a column.
     #[test]
