@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::target::{open_local, Target};
+use super::target::{open_existing, Target};
 use crate::events::verify;
 
 #[derive(Subcommand)]
@@ -24,7 +24,7 @@ pub async fn run(command: AuditCommand, target: Target) -> anyhow::Result<ExitCo
     let AuditCommand::Verify { json } = command;
     let result = match &target {
         Target::Local(path) => {
-            let (_, store) = open_local(path.as_ref()).await?;
+            let (_, store) = open_existing(path.as_ref()).await?;
             verify::verify(&store).await?.document()
         }
         Target::Remote(api) => api.get("/admin/v1/audit/verify").await?,

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::remote::encode;
-use super::target::{open_local, Target};
+use super::target::{open_existing, Target};
 use crate::enforcement::format_ms;
 
 #[derive(Subcommand)]
@@ -31,7 +31,7 @@ pub async fn run(command: CasesCommand, target: Target) -> anyhow::Result<()> {
         CasesCommand::List { limit, json } => {
             let listing = match &target {
                 Target::Local(path) => {
-                    let (_, store) = open_local(path.as_ref()).await?;
+                    let (_, store) = open_existing(path.as_ref()).await?;
                     json!({
                         "cases": store.list_cases(limit).await?,
                         "unsettled_deliveries": store.unsettled_deliveries(limit).await?,
@@ -56,7 +56,7 @@ pub async fn run(command: CasesCommand, target: Target) -> anyhow::Result<()> {
         CasesCommand::Show { case_id, json } => {
             let case = match &target {
                 Target::Local(path) => {
-                    let (_, store) = open_local(path.as_ref()).await?;
+                    let (_, store) = open_existing(path.as_ref()).await?;
                     let Some(c) = store.case(&case_id).await? else {
                         anyhow::bail!("no case '{case_id}' has been acted on (see `warden cases list` for deliveries still pending)");
                     };

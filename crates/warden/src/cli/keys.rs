@@ -5,7 +5,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::target::{open_local, Target};
+use super::target::{open_existing, open_local, Target};
 use crate::config::Config;
 use crate::events::now_ms;
 use crate::keys::lifecycle::{self, Declared, NewKey};
@@ -125,7 +125,7 @@ pub async fn run(command: KeysCommand, target: Target) -> anyhow::Result<()> {
         KeysCommand::List { json } => {
             let rows = match &target {
                 Target::Local(path) => {
-                    let (config, store) = open_local(path.as_ref()).await?;
+                    let (config, store) = open_existing(path.as_ref()).await?;
                     lifecycle::list(&store, &declared(&config), now_ms() - 24 * 3_600_000).await?
                 }
                 Target::Remote(api) => match api.get("/admin/v1/keys").await?["data"].take() {

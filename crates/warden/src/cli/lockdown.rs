@@ -5,7 +5,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::target::{open_local, Target};
+use super::target::{open_existing, open_local, Target};
 use crate::lockdown::{self, LockdownState};
 
 #[derive(Subcommand)]
@@ -40,7 +40,7 @@ pub async fn run(command: LockdownCommand, target: Target) -> anyhow::Result<()>
             state
         }
         (Target::Local(path), None) => {
-            let (_, store) = open_local(path.as_ref()).await?;
+            let (_, store) = open_existing(path.as_ref()).await?;
             lockdown::load(&store).await?
         }
         (Target::Remote(api), Some((on, reason))) => serde_json::from_value(

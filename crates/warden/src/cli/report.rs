@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::remote::encode;
-use super::target::{open_local, Target};
+use super::target::{open_existing, Target};
 use crate::report::render::{self, Format};
 use crate::report::{self as evidence, time};
 
@@ -46,7 +46,7 @@ pub async fn run(args: ReportArgs, target: Target) -> anyhow::Result<()> {
     }
     let text = match &target {
         Target::Local(path) => {
-            let (_, store) = open_local(path.as_ref()).await?;
+            let (_, store) = open_existing(path.as_ref()).await?;
             render::render(&evidence::build(&store, since, until).await?, args.format)
         }
         Target::Remote(api) => {

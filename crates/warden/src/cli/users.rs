@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::remote::{encode, AdminClient};
-use super::target::{open_local, Target};
+use super::target::{open_existing, open_local, Target};
 use crate::admin_api::user_json;
 use crate::config::{Config, EnvSource, ProcessEnv};
 use crate::enforcement::{format_ms, ladder, Action, Actor, Enforcement};
@@ -86,7 +86,7 @@ pub async fn run(command: UsersCommand, target: Target) -> anyhow::Result<()> {
         } => {
             let users = match &target {
                 Target::Local(path) => {
-                    let (config, store) = open_local(path.as_ref()).await?;
+                    let (config, store) = open_existing(path.as_ref()).await?;
                     store
                         .list_users(sanctioned, limit)
                         .await?
@@ -107,7 +107,7 @@ pub async fn run(command: UsersCommand, target: Target) -> anyhow::Result<()> {
         UsersCommand::Show { user, key, json } => {
             let shown = match &target {
                 Target::Local(path) => {
-                    let (config, store) = open_local(path.as_ref()).await?;
+                    let (config, store) = open_existing(path.as_ref()).await?;
                     show_local(&config, &store, &user, key.as_deref()).await?
                 }
                 Target::Remote(api) => {
