@@ -206,26 +206,11 @@ async fn a_client_safety_identifier_never_reaches_upstream() {
 
 #[tokio::test]
 async fn a_model_scoped_key_must_name_its_model() {
-    let w = Warden::start_with(Options {
-        extra_toml: r#"
-[[keys]]
-name = "narrow"
-secret_env = "T_NARROW_KEY"
-end_user = "optional"
-[keys.limits]
-allowed_models = ["gpt-4o-mini"]
-"#
-        .into(),
-        extra_env: vec![(
-            "T_NARROW_KEY".into(),
-            "wk-test-narrow-0123456789abcdef".into(),
-        )],
-        ..Default::default()
-    });
+    let w = narrow_key("allowed_models = [\"gpt-4o-mini\"]\n");
     let send = |body: serde_json::Value| {
         client()
             .post(w.url("/v1/responses"))
-            .bearer_auth("wk-test-narrow-0123456789abcdef")
+            .bearer_auth(NARROW_KEY)
             .json(&body)
             .send()
     };
@@ -250,30 +235,13 @@ allowed_models = ["gpt-4o-mini"]
 /// `[limits] enabled = false` let every model and endpoint through.
 #[tokio::test]
 async fn a_config_keys_allow_lists_hold_with_limits_off() {
-    let w = Warden::start_with(Options {
-        extra_toml: r#"
-[limits]
-enabled = false
-
-[[keys]]
-name = "narrow"
-secret_env = "T_NARROW_KEY"
-end_user = "optional"
-[keys.limits]
-allowed_models = ["gpt-4o-mini"]
-allowed_endpoints = ["chat.completions"]
-"#
-        .into(),
-        extra_env: vec![(
-            "T_NARROW_KEY".into(),
-            "wk-test-narrow-0123456789abcdef".into(),
-        )],
-        ..Default::default()
-    });
+    let w = narrow_key(
+        "allowed_models = [\"gpt-4o-mini\"]\nallowed_endpoints = [\"chat.completions\"]\n[limits]\nenabled = false\n",
+    );
     let send = |path: &'static str, body: serde_json::Value| {
         client()
             .post(w.url(path))
-            .bearer_auth("wk-test-narrow-0123456789abcdef")
+            .bearer_auth(NARROW_KEY)
             .json(&body)
             .send()
     };
@@ -298,4 +266,18 @@ allowed_endpoints = ["chat.completions"]
         "endpoint_not_allowed"
     );
     assert!(w.standin.requests().is_empty());
+}
+
+const NARROW_KEY: &str = "wk-test-narrow-0123456789abcdef";
+
+/// A gateway with a config key `narrow` whose `[keys.limits]` are `limits` (which may go
+/// on with more sections).
+fn narrow_key(limits: &str) -> Warden {
+    Warden::start_with(Options {
+        extra_toml: format!(
+            "[[keys]]\nname = \"narrow\"\nsecret_env = \"T_NARROW_KEY\"\nend_user = \"optional\"\n[keys.limits]\n{limits}"
+        ),
+        extra_env: vec![("T_NARROW_KEY".into(), NARROW_KEY.into())],
+        ..Default::default()
+    })
 }
