@@ -4,7 +4,7 @@
 //! refused tiers (and, by default, requests naming no end user) get 403 `lockdown`,
 //! every limit is scaled down, and moderation thresholds are lowered.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ pub async fn save(store: &Store, state: &LockdownState) -> Result<(), StoreError
 struct Inner {
     on: AtomicBool,
     state: Mutex<LockdownState>,
+    /// Counts states applied by this process (admin API, auto-lockdown, start-up). A
+    /// poll that began before one of them read the store before its save, so it is stale.
+    applied: AtomicU64,
     config: LockdownConfig,
 }
 
@@ -72,6 +75,7 @@ impl Lockdown {
             inner: Arc::new(Inner {
                 on: AtomicBool::new(false),
                 state: Mutex::new(LockdownState::default()),
+                applied: AtomicU64::new(0),
                 config,
             }),
         }
@@ -118,6 +122,42 @@ impl Lockdown {
         limiter: &Limiter,
         moderator: &dyn Fn() -> Arc<Moderator>,
     ) -> bool {
+        let mut current = self.lock_state();
+        self.inner.applied.fetch_add(1, Ordering::AcqRel);
+        self.switch(&mut current, state, limiter, moderator)
+    }
+
+    /// Applies a state the poller read, unless this process applied one since the read
+    /// began (`seen`): that read may predate the other's save and would flip the switch
+    /// back for a poll interval. Clocks are not compared, so replicas may disagree on time.
+    fn apply_polled(
+        &self,
+        state: LockdownState,
+        seen: u64,
+        limiter: &Limiter,
+        moderator: &dyn Fn() -> Arc<Moderator>,
+    ) -> bool {
+        let mut current = self.lock_state();
+        if self.inner.applied.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        self.switch(&mut current, state, limiter, moderator)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, LockdownState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn switch(
+        &self,
+        current: &mut LockdownState,
+        state: LockdownState,
+        limiter: &Limiter,
+        moderator: &dyn Fn() -> Arc<Moderator>,
+    ) -> bool {
         let changed = self.inner.on.swap(state.on, Ordering::AcqRel) != state.on;
         if changed {
             if state.on {
@@ -130,9 +170,7 @@ impl Lockdown {
                 tracing::warn!(by = %state.by, "lockdown off");
             }
         }
-        if let Ok(mut current) = self.inner.state.lock() {
-            *current = state;
-        }
+        *current = state;
         changed
     }
 
@@ -154,9 +192,10 @@ impl Lockdown {
                     return;
                 };
                 let handle = Lockdown { inner };
+                let seen = handle.inner.applied.load(Ordering::Acquire);
                 match load(&store).await {
                     Ok(state) => {
-                        handle.apply(state, &limiter, &moderator);
+                        handle.apply_polled(state, seen, &limiter, &moderator);
                     }
                     Err(err) => {
                         tracing::warn!(%err, "could not read the lockdown state; keeping the last known")
@@ -217,6 +256,18 @@ mod tests {
             // The same state again changes nothing.
             assert!(!lockdown.apply(LockdownState::new(true, "cli", None), &limiter, moderator));
             assert!(lockdown.apply(LockdownState::default(), &limiter, moderator));
+            assert!(!lockdown.is_on());
+
+            // A poll that read the store before the admin API's save must not undo it.
+            let seen = lockdown.inner.applied.load(Ordering::Acquire);
+            assert!(lockdown.apply(LockdownState::new(true, "admin", None), &limiter, moderator));
+            let stale_read = LockdownState::default();
+            assert!(!lockdown.apply_polled(stale_read.clone(), seen, &limiter, moderator));
+            assert!(lockdown.is_on(), "the stale read was dropped");
+            assert!(moderator().lowered_for_lockdown());
+            // The next poll, begun after the save, applies what it reads.
+            let seen = lockdown.inner.applied.load(Ordering::Acquire);
+            assert!(lockdown.apply_polled(stale_read, seen, &limiter, moderator));
             assert!(!lockdown.is_on());
         });
     }
