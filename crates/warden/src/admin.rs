@@ -128,7 +128,9 @@ async fn healthz() -> impl IntoResponse {
 /// How long `/readyz` waits for the store: it must answer within 100 ms always.
 const READY_PING: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Ready when the store answers: without it keys and events cannot be trusted.
+/// Ready when the store answers and its start-up state is read: without it keys and
+/// events cannot be trusted. `[storage] ready_without_store` reports ready meanwhile
+/// (Warden serves either way), as long as requests can be served at all.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     // A degraded limiter still serves (per-process limits), so it does not fail readiness.
     let limits = match gateway.limiter.degraded() {
@@ -137,32 +139,47 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     };
     // Bounded: a stopped database must not hold a probe past its own timeout.
     let ping = tokio::time::timeout(READY_PING, gateway.store.ping()).await;
-    let ping = ping
-        .map_err(|_| format!("no answer within {READY_PING:?}"))
-        .and_then(|answer| answer.map_err(|err| err.to_string()));
+    let store = ping
+        .map_err(|_| format!("did not answer within {READY_PING:?}"))
+        .and_then(|answer| answer.map_err(|err| format!("is unreachable ({err})")))
+        .and_then(|()| match gateway.store_loaded.is_done() {
+            true => Ok(()),
+            false => Err("answers again; its start-up state is being read".to_owned()),
+        });
     // No upstream key at all: every request would fail, and no retry will fix it.
     let no_upstream_key = gateway.upstream.defaults().key.is_none()
         && !gateway.snapshot().keys.any_own_upstream_key();
-    match ping {
-        Ok(()) if no_upstream_key => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "reason": "upstream_key_missing",
-                "message": "No upstream OpenAI key is configured: set the variable named by [upstream] api_key_env (OPENAI_API_KEY by default), api_key_file, or activate a vault key.",
-                "store": gateway.store.backend(),
-            })),
-        ),
+    let backend = gateway.store.backend();
+    let unavailable = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    match store {
+        _ if no_upstream_key => unavailable(json!({
+            "status": "unavailable",
+            "reason": "upstream_key_missing",
+            "message": "No upstream OpenAI key is configured: set the variable named by [upstream] api_key_env (OPENAI_API_KEY by default), api_key_file, or activate a vault key.",
+            "store": backend,
+        })),
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "store": gateway.store.backend(), "limits": limits })),
+            Json(json!({ "status": "ready", "store": backend, "limits": limits })),
+        ),
+        Err(err) if gateway.ready_without_store && gateway.safety_ids.ready() => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "degraded",
+                "reason": "store_unavailable",
+                "message": format!("The store {err}; serving config keys and spooling events ([storage] ready_without_store = true)."),
+                "store": backend,
+                "limits": limits,
+            })),
         ),
         Err(err) => {
             tracing::warn!(%err, "readiness: store unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "store": gateway.store.backend() })),
-            )
+            unavailable(json!({
+                "status": "unavailable",
+                "reason": "store_unavailable",
+                "message": format!("The store {err}."),
+                "store": backend,
+            }))
         }
     }
 }

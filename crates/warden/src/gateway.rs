@@ -58,6 +58,11 @@ pub struct Gateway {
     pub key_countries: Arc<crate::keys::countries::KeyCountries>,
     /// Failed admin and webhook authentication per client address.
     pub auth_failures: Arc<crate::admin_api::guessing::AuthFailures>,
+    /// Whether the start-up reads from the store are done (false only after a start
+    /// while the store was down, until it answers).
+    pub store_loaded: Arc<crate::startup::StoreLoaded>,
+    /// `[storage] ready_without_store`.
+    pub ready_without_store: bool,
 }
 
 impl Gateway {
@@ -67,7 +72,25 @@ impl Gateway {
         secrets: &Secrets,
         store: Store,
     ) -> anyhow::Result<Gateway> {
-        let safety_ids = safety_identifiers(secrets.safety_identifier.as_ref(), &store).await?;
+        Gateway::build_opened(config, secrets, crate::store::Opened::Ready(store)).await
+    }
+
+    /// Builds the gateway on a store that may not answer yet (`Opened::Waiting`): then
+    /// nothing is read from it now; `startup::Pending` reads it once it answers.
+    pub async fn build_opened(
+        config: &Config,
+        secrets: &Secrets,
+        opened: crate::store::Opened,
+    ) -> anyhow::Result<Gateway> {
+        let (store, waiting) = match opened {
+            crate::store::Opened::Ready(store) => (store, false),
+            crate::store::Opened::Waiting(store) => (store, true),
+        };
+        let safety_ids = match (waiting, secrets.safety_identifier.as_ref()) {
+            (true, Some(secret)) => Arc::new(SafetyIdentifiers::new(secret)),
+            (true, None) => Arc::new(SafetyIdentifiers::pending()),
+            (false, configured) => safety_identifiers(configured, &store).await?,
+        };
 
         let metrics = Metrics::default();
         let (offence_sink, offences) = crate::enforcement::offence_channel(&config.enforcement);
@@ -98,7 +121,11 @@ impl Gateway {
             safety_ids.clone(),
             offences,
         );
-        enforcement.start().await?;
+        if waiting {
+            enforcement.start_without_store();
+        } else {
+            enforcement.start().await?;
+        }
         let upstream = Arc::new(Upstream::new(
             &config.upstream,
             secrets.upstream_default.as_ref(),
@@ -109,6 +136,9 @@ impl Gateway {
             .and_then(|k| crate::vault::MasterKey::parse(k.expose()))
             .map(Arc::new);
         match vault.clone() {
+            // Opened once the store answers (`startup::Pending`).
+            Some(_) if waiting => {}
+            None if waiting => {}
             Some(master) => {
                 crate::vault::unlock(&store, &master).await.map_err(|err| {
                     anyhow::anyhow!(
@@ -152,19 +182,30 @@ impl Gateway {
         if let Some(spool) = &spool {
             spool.connect_alerts(alerts.clone());
         }
-        let key_countries = crate::keys::countries::KeyCountries::start(
-            store.clone(),
-            alerts.clone(),
-            events.clone(),
-        )
-        .await?;
+        let key_countries = if waiting {
+            crate::keys::countries::KeyCountries::start_without_store(
+                store.clone(),
+                alerts.clone(),
+                events.clone(),
+            )
+        } else {
+            crate::keys::countries::KeyCountries::start(
+                store.clone(),
+                alerts.clone(),
+                events.clone(),
+            )
+            .await?
+        };
         let auth_failures = Arc::new(crate::admin_api::guessing::AuthFailures::default());
         auth_failures.spawn_flusher(events.clone());
         let lockdown = crate::lockdown::Lockdown::new(config.lockdown.clone());
         // The state is read once before serving, so a restart during lockdown stays locked.
-        lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &|| {
-            moderator.clone()
-        });
+        // Without the store the poller applies it within a second of its return.
+        if !waiting {
+            lockdown.apply(crate::lockdown::load(&store).await?, &limiter, &|| {
+                moderator.clone()
+            });
+        }
         let abuse = crate::abuse::Abuse::start(
             config.abuse.clone(),
             alerts.clone(),
@@ -172,7 +213,11 @@ impl Gateway {
             store.clone(),
         );
         spawn_enforcement_totals(abuse.clone(), store.clone());
-        let spend = crate::spend::Spend::start(config.spend.clone(), store.clone()).await?;
+        let spend = if waiting {
+            crate::spend::Spend::start_without_store(config.spend.clone(), store.clone())
+        } else {
+            crate::spend::Spend::start(config.spend.clone(), store.clone()).await?
+        };
         if spend.enabled() {
             spend.spawn_flusher();
         }
@@ -189,7 +234,12 @@ impl Gateway {
             secrets,
             live,
             moderator,
-            &store.list_keys().await?,
+            // Without the store, config keys serve; the key refresh adds the stored ones.
+            &if waiting {
+                Vec::new()
+            } else {
+                store.list_keys().await?
+            },
             1,
         )
         .map_err(|p| anyhow::anyhow!("{p}"))?;
@@ -199,6 +249,26 @@ impl Gateway {
             let current = current.clone();
             move || current.load().moderator.clone()
         });
+        let store_loaded = Arc::new(if waiting {
+            crate::startup::StoreLoaded::default()
+        } else {
+            crate::startup::StoreLoaded::done()
+        });
+        if waiting {
+            crate::startup::Pending {
+                store: store.clone(),
+                loaded: store_loaded.clone(),
+                safety_ids: safety_ids.clone(),
+                vault: vault
+                    .clone()
+                    .map(|master| (master, config.upstream.master_key_env.clone())),
+                upstream: upstream.clone(),
+                key_countries: key_countries.clone(),
+                spend: spend.clone(),
+                alerts: alerts.clone(),
+            }
+            .spawn();
+        }
         Ok(Gateway {
             current,
             reloads: Reloads::new(config.clone()),
@@ -221,6 +291,8 @@ impl Gateway {
             spend,
             key_countries,
             auth_failures,
+            store_loaded,
+            ready_without_store: config.ready_without_store,
         })
     }
 
@@ -303,16 +375,21 @@ pub async fn safety_identifiers(
 ) -> anyhow::Result<Arc<SafetyIdentifiers>> {
     let secret = match configured {
         Some(secret) => secret.clone(),
-        None => Secret::new(
-            store
-                .setting_or_insert(
-                    SAFETY_SECRET_SETTING,
-                    crate::keys::generate_secret()?.expose(),
-                )
-                .await?,
-        ),
+        None => stored_safety_secret(store).await?,
     };
     Ok(Arc::new(SafetyIdentifiers::new(&secret)))
+}
+
+/// The generated identifier secret kept in the store (made on first use).
+pub(crate) async fn stored_safety_secret(store: &Store) -> anyhow::Result<Secret> {
+    Ok(Secret::new(
+        store
+            .setting_or_insert(
+                SAFETY_SECRET_SETTING,
+                crate::keys::generate_secret()?.expose(),
+            )
+            .await?,
+    ))
 }
 
 /// The config's `[[keys]]` with their secrets; part of every config snapshot.

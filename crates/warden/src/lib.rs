@@ -33,5 +33,6 @@ pub mod secret;
 pub mod server;
 pub mod spend;
 pub mod stages;
+pub mod startup;
 pub mod store;
 pub mod vault;

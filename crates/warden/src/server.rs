@@ -62,8 +62,8 @@ pub async fn start(config: &Config, env: &dyn EnvSource) -> anyhow::Result<Runni
     if !problems.is_empty() {
         anyhow::bail!("the configuration cannot start:\n{problems}");
     }
-    let store = Store::open(&config.storage).await?;
-    let gateway = Arc::new(Gateway::build(config, &secrets, store).await?);
+    let store = Store::open_for_serving(&config.storage).await?;
+    let gateway = Arc::new(Gateway::build_opened(config, &secrets, store).await?);
 
     let public = TcpListener::bind(config.server.listen).await.map_err(|e| {
         anyhow::anyhow!(

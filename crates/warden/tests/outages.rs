@@ -388,6 +388,16 @@ async fn kill_9_under_load_loses_no_event_of_an_answered_request() {
     );
 }
 
+/// Kills `w` (SIGKILL, its spool stays) and starts it again on `config`.
+fn restart_with(w: &mut Warden, config: &str, name: &str) {
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    std::fs::write(&w.config_path, config).unwrap();
+    let stderr = w.dir.path().join(format!("warden.{name}.log"));
+    let (child, base, admin) = spawn_serve(&w.config_path, &w.env, &stderr);
+    (w.child, w.base, w.admin) = (child, base, admin);
+}
+
 fn sqlite_request_ids(db: &Path) -> Vec<String> {
     let out = Command::new("sqlite3")
         .arg(db)
@@ -410,4 +420,141 @@ async fn eventually_async(what: &str, check: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Started while PostgreSQL is down: Warden serves config keys at once (not ready, the
+/// admin API says why), refuses with 503 `store_unavailable` when the identifier secret
+/// lives only in the store, and catches up by itself when the store comes back: ready,
+/// serving, and the events answered meanwhile stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_postgres_is_down_and_catches_up_when_it_returns() {
+    let pg = PrivatePostgres::start();
+    pg.down();
+    let started = Instant::now();
+    let mut w = Warden::start_with(Options {
+        storage_url: Some(pg.url()),
+        extra_toml: format!(
+            "[events]\nspool_dir = \"{}\"\n",
+            w_dir_spool(&pg.dir.path().join("warden-spool"))
+        ),
+        ..Default::default()
+    });
+    let start_ms = started.elapsed().as_millis();
+    assert!(start_ms < 10_000, "start took {start_ms} ms");
+
+    let probe = client();
+    let health = probe
+        .get(format!("{}/healthz", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let readyz = format!("{}/readyz", w.admin);
+    let began = Instant::now();
+    let ready = probe.get(&readyz).send().await.unwrap();
+    let ready_ms = began.elapsed().as_millis();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["reason"], "store_unavailable", "{ready}");
+    assert!(ready_ms < 100, "/readyz took {ready_ms} ms");
+
+    // Config keys serve at once (the identifier secret is configured).
+    let served = post(&w, "/v1/chat/completions", Some("alice"), &chat_body()).await;
+    assert_eq!(served.status(), 200);
+    let first_id = served.headers()["x-warden-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let keys = client()
+        .get(format!("{}/admin/v1/keys", w.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 503);
+    let error: serde_json::Value = keys.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "store_unavailable", "{error}");
+
+    // An operator who wants the replica in rotation meanwhile says so.
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let degraded_ok = text.replace("[storage]\n", "[storage]\nready_without_store = true\n");
+    assert_ne!(text, degraded_ok);
+    restart_with(&mut w, &degraded_ok, "degraded");
+    let ready = probe
+        .get(format!("{}/readyz", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    // Without a configured secret the generated one is in the store: nothing can be
+    // forwarded with an end user's identity until it is read, so not ready either way.
+    let without_secret = degraded_ok.replace(
+        "[identity]\nsafety_identifier_secret_env = \"T_SAFETY_SECRET\"\n",
+        "",
+    );
+    assert_ne!(
+        degraded_ok, without_secret,
+        "the test config names the secret"
+    );
+    restart_with(&mut w, &without_secret, "no-secret");
+    let ready = probe
+        .get(format!("{}/readyz", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let refused = post(&w, "/v1/chat/completions", Some("alice"), &chat_body()).await;
+    let error = expect_error(refused, 503).await;
+    assert_eq!(error["code"], "store_unavailable", "{error}");
+    assert!(
+        w.standin
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/chat/completions")
+            .count()
+            == 1,
+        "only the first request reached upstream"
+    );
+
+    pg.up();
+    let back = Instant::now();
+    let readyz = format!("{}/readyz", w.admin);
+    let mut status = 0;
+    while back.elapsed() < Duration::from_secs(30) {
+        status = probe.get(&readyz).send().await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ready once the store answers");
+    eprintln!(
+        "ready {:.2} s after PostgreSQL came back",
+        back.elapsed().as_secs_f64()
+    );
+    let served = post(&w, "/v1/chat/completions", Some("alice"), &chat_body()).await;
+    assert_eq!(served.status(), 200);
+    let stored_secret =
+        pg.query("SELECT count(*) FROM settings WHERE name = 'safety_identifier_secret'");
+    assert_eq!(stored_secret, vec!["1".to_owned()]);
+    let keys = client()
+        .get(format!("{}/admin/v1/keys", w.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    // The first process was killed during the outage; its spooled event is replayed.
+    let answered = vec![(first_id, 200)];
+    let lost = wait_until_stored("started without the store", &answered, || {
+        pg.query("SELECT request_id FROM events WHERE kind = 'request'")
+    })
+    .await;
+    assert!(
+        lost.is_empty(),
+        "the outage's answer has no event: {lost:?}"
+    );
 }

@@ -24,8 +24,10 @@ pub async fn require_store(
     if request.uri().path().starts_with("/admin/v1/config") {
         return next.run(request).await;
     }
+    // Started while the store was down: its tables may not be migrated yet.
+    let loaded = gateway.store_loaded.is_done();
     match tokio::time::timeout(PING, gateway.store.ping()).await {
-        Ok(Ok(())) => next.run(request).await,
+        Ok(Ok(())) if loaded => next.run(request).await,
         _ => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

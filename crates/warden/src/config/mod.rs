@@ -45,6 +45,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub storage: StorageConfig,
+    /// `[storage] ready_without_store`: whether `/readyz` reports ready while the store
+    /// does not answer (Warden serves either way; this only steers a load balancer).
+    pub ready_without_store: bool,
     pub identity: IdentityConfig,
     pub log: LogConfig,
     pub keys: Vec<KeyConfig>,

@@ -46,6 +46,7 @@ section! {
 section! {
     pub struct RawStorage {
         url: String,
+        ready_without_store: bool,
     }
 }
 

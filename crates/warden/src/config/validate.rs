@@ -190,6 +190,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         },
         upstream,
         storage,
+        ready_without_store: raw.storage.ready_without_store.unwrap_or(false),
         identity,
         log,
         keys,

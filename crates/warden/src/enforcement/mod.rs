@@ -178,6 +178,17 @@ impl Enforcement {
         for user in self.store.standings_changed_since(1).await? {
             self.apply(&user);
         }
+        self.keep_fresh(now_ms());
+        Ok(())
+    }
+
+    /// Like `start` while the store does not answer: the first poll that reaches it
+    /// loads every standing. Until then no ban or suspension is known here.
+    pub fn start_without_store(self: &Arc<Self>) {
+        self.keep_fresh(POLL_OVERLAP_MS + 1);
+    }
+
+    fn keep_fresh(self: &Arc<Self>, since: i64) {
         let receiver = self.offences.lock().ok().and_then(|mut r| r.take());
         if let Some(mut receiver) = receiver {
             let me = Arc::downgrade(self);
@@ -192,7 +203,7 @@ impl Enforcement {
         }
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut since = now_ms();
+            let mut since = since;
             let mut tick = tokio::time::interval(POLL_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -215,7 +226,6 @@ impl Enforcement {
                 me.flush_sightings().await;
             }
         });
-        Ok(())
     }
 
     /// Writes pending sightings now (also called every second).

@@ -93,6 +93,9 @@ pub enum WardenError {
     MethodNotAllowed { method: String, path: String },
     #[error("no upstream key")]
     NoUpstreamKey,
+    /// Warden started while its store was down and has no safety-identifier secret yet.
+    #[error("store unavailable")]
+    StoreUnavailable,
     #[error("upstream unavailable")]
     UpstreamUnavailable,
     #[error("upstream timeout")]
@@ -178,9 +181,10 @@ impl WardenError {
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            NoUpstreamKey | ModerationUnavailable(_) | UpstreamCircuitOpen { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            NoUpstreamKey
+            | StoreUnavailable
+            | ModerationUnavailable(_)
+            | UpstreamCircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -210,6 +214,7 @@ impl WardenError {
             NotFound { .. } => "unknown_url",
             MethodNotAllowed { .. } => "method_not_allowed",
             NoUpstreamKey => "upstream_key_missing",
+            StoreUnavailable => "store_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             ContentFiltered(_) => "content_filter",
@@ -233,6 +238,7 @@ impl WardenError {
         use WardenError::*;
         match self {
             NoUpstreamKey
+            | StoreUnavailable
             | UpstreamUnavailable
             | UpstreamTimeout
             | Internal
@@ -304,6 +310,7 @@ impl WardenError {
             NotFound { method, path } => format!("Invalid URL ({method} {path})"),
             MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}."),
             NoUpstreamKey => "Warden has no upstream OpenAI key configured for this service; the operator must set it.".into(),
+            StoreUnavailable => "Warden started while its database was unreachable and cannot derive end-user safety identifiers until it answers (or until the operator sets the variable named by [identity] safety_identifier_secret_env). Please retry shortly.".into(),
             UpstreamUnavailable => "The upstream API could not be reached. Please retry.".into(),
             UpstreamTimeout => "The upstream API did not answer in time. Please retry.".into(),
             Internal => "Internal error in Warden.".into(),

@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
+use std::sync::OnceLock;
 
 use crate::secret::Secret;
 
@@ -11,19 +12,50 @@ use crate::secret::Secret;
 const PREFIX: &str = "wsi1_";
 
 pub struct SafetyIdentifiers {
-    key: hmac::Key,
+    /// Unset only while a gateway that started without its store waits for the secret
+    /// kept there; requests are refused until then (`ready`).
+    key: OnceLock<hmac::Key>,
 }
 
 impl SafetyIdentifiers {
     pub fn new(secret: &Secret) -> Self {
+        let ids = Self::pending();
+        ids.set(secret);
+        ids
+    }
+
+    /// Without a secret yet: `set` gives it once the store answers.
+    pub fn pending() -> Self {
         Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            key: OnceLock::new(),
         }
+    }
+
+    /// Gives the secret; a second call changes nothing.
+    pub fn set(&self, secret: &Secret) {
+        let _ = self.key.set(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            secret.expose().as_bytes(),
+        ));
+    }
+
+    /// Whether identifiers can be derived.
+    pub fn ready(&self) -> bool {
+        self.key.get().is_some()
     }
 
     /// 48 characters: within OpenAI's 64-character limit on chat and responses.
     pub fn for_user(&self, key_name: &str, user_id: Option<&str>) -> String {
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let Some(key) = self.key.get() else {
+            // Not reached: the handler refuses requests until `ready`, and nothing else
+            // derives identifiers before a request does. Never an identifier OpenAI sees.
+            debug_assert!(
+                false,
+                "safety identifier asked for before the secret is known"
+            );
+            return format!("{PREFIX}pending");
+        };
+        let mut ctx = hmac::Context::with_key(key);
         // Length-prefixed parts, so ("ab","c") and ("a","bc") never collide.
         ctx.update(&(key_name.len() as u64).to_be_bytes());
         ctx.update(key_name.as_bytes());

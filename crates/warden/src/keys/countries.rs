@@ -46,20 +46,40 @@ impl KeyCountries {
         alerts: Alerts,
         events: EventLog,
     ) -> anyhow::Result<Arc<KeyCountries>> {
-        let known: DashMap<String, SmallVec<[Country; 4]>> = DashMap::new();
-        for row in store.key_countries().await? {
-            if let Some(country) = Country::parse(&row.country) {
-                known.entry(row.key_name).or_default().push(country);
-            }
-        }
+        let tracker = KeyCountries::start_without_store(store.clone(), alerts, events);
+        tracker.load(&store).await?;
+        Ok(tracker)
+    }
+
+    /// Starts the writer knowing no country yet. Harmless while the store is down: the
+    /// store decides what is new (`add_key_country`), so nothing raises a false alert;
+    /// the known set only saves writes.
+    pub fn start_without_store(
+        store: Store,
+        alerts: Alerts,
+        events: EventLog,
+    ) -> Arc<KeyCountries> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let tracker = Arc::new(KeyCountries {
-            known,
+            known: DashMap::new(),
             tx,
             dropped: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&tracker), rx, store, alerts, events));
-        Ok(tracker)
+        tracker
+    }
+
+    /// Adds what the store knows to what this process has seen.
+    pub async fn load(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        for row in store.key_countries().await? {
+            if let Some(country) = Country::parse(&row.country) {
+                let mut seen = self.known.entry(row.key_name).or_default();
+                if !seen.contains(&country) {
+                    seen.push(country);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A request authenticated as `key` came from `country`.

@@ -42,6 +42,11 @@ pub async fn handle(
         endpoint.label(),
         ip.to_string(),
     );
+    // Started while the store was down, with the identifier secret kept there: no end
+    // user can be named to OpenAI yet, so nothing is forwarded.
+    if !gateway.safety_ids.ready() {
+        return refuse(recorder, &WardenError::StoreUnavailable, &request_id).await;
+    }
     let path_and_query = parts
         .uri
         .path_and_query()

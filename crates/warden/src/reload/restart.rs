@@ -54,6 +54,11 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     check("upstream (retries and breaker)", &ua.retries, &ub.retries);
     check("upstream (pacing)", &ua.pacing, &ub.pacing);
     check("storage", &a.storage, &b.storage);
+    check(
+        "storage.ready_without_store",
+        &a.ready_without_store,
+        &b.ready_without_store,
+    );
     check("identity", &a.identity, &b.identity);
     check("log", &a.log, &b.log);
     check("cluster", &a.cluster, &b.cluster);

@@ -133,17 +133,30 @@ fn user_subject(key: &str, user: &str) -> String {
 impl Spend {
     /// Loads this day's and month's totals from the store.
     pub async fn start(config: SpendConfig, store: Store) -> anyhow::Result<Spend> {
-        let spend = Spend {
+        let spend = Spend::start_without_store(config, store);
+        spend.load().await?;
+        Ok(spend)
+    }
+
+    /// Counts from zero until `load` adds the stored totals (the local count is kept
+    /// apart from them, so nothing is counted twice). Budgets are not enforced on the
+    /// stored spend meanwhile.
+    pub fn start_without_store(config: SpendConfig, store: Store) -> Spend {
+        Spend {
             inner: Arc::new(Inner {
                 config,
                 store,
                 counters: DashMap::default(),
             }),
-        };
-        if spend.inner.config.enabled {
-            spend.reload(&Periods::now()).await?;
         }
-        Ok(spend)
+    }
+
+    /// Reads this day's and month's stored totals.
+    pub async fn load(&self) -> anyhow::Result<()> {
+        if self.inner.config.enabled {
+            self.reload(&Periods::now()).await?;
+        }
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {

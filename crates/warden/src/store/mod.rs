@@ -52,6 +52,25 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How long `open_for_serving` waits for PostgreSQL before starting without it.
+const START_PROBE: Duration = Duration::from_secs(2);
+
+/// What `open_for_serving` found.
+pub enum Opened {
+    /// Reachable and migrated.
+    Ready(Store),
+    /// Not reachable yet; queries fail until it is.
+    Waiting(Store),
+}
+
+/// An outage rather than a mistake: nothing answered, or it went away mid-query.
+fn is_unreachable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P")))
+}
+
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqlitePool),
@@ -101,6 +120,56 @@ impl Store {
         };
         migrations::run(&store).await?;
         Ok(store)
+    }
+
+    /// Like `open`, for `serve`: a PostgreSQL server that does not answer yet is not
+    /// fatal. The pool connects lazily and `Opened::Waiting` says the schema is not
+    /// checked yet; `migrate_when_reachable` finishes the job. A refused login, a missing
+    /// database or a bad URL stay fatal: those are configuration mistakes, not outages.
+    pub async fn open_for_serving(config: &StorageConfig) -> Result<Opened, StoreError> {
+        let StorageConfig::Postgres { url } = config else {
+            return Store::open(config).await.map(Opened::Ready);
+        };
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        let store = Store::Postgres(pool);
+        // A short probe first: the pool's own wait (5 s) would hold up the start.
+        let unreachable = match tokio::time::timeout(START_PROBE, store.ping()).await {
+            Err(_) => Some(format!("no answer within {START_PROBE:?}")),
+            Ok(Err(StoreError::Database(err))) if is_unreachable(&err) => Some(err.to_string()),
+            Ok(Err(err)) => return Err(err),
+            Ok(Ok(())) => None,
+        };
+        if let Some(why) = unreachable {
+            tracing::warn!(
+                why,
+                "PostgreSQL does not answer: serving without the store until it does"
+            );
+            return Ok(Opened::Waiting(store));
+        }
+        migrations::run(&store).await?;
+        Ok(Opened::Ready(store))
+    }
+
+    /// Retries the migrations until they succeed (the store answers again).
+    pub async fn migrate_when_reachable(&self, every: Duration) {
+        loop {
+            // On a blocking thread: rustc cannot prove the migration's transaction future
+            // Send for every lifetime (sqlx's executor bounds), which a spawned task needs.
+            let (store, runtime) = (self.clone(), tokio::runtime::Handle::current());
+            let attempt =
+                tokio::task::spawn_blocking(move || runtime.block_on(migrations::run(&store)))
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Corrupt("the migration panicked".into())));
+            match attempt {
+                Ok(()) => return,
+                Err(err) => tracing::warn!(%err, "the store is still unreachable; retrying"),
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     pub fn backend(&self) -> &'static str {
