@@ -150,10 +150,6 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter; with a Redis URL it shares its decisions (and connects in the background).
     pub fn new(limits: &LimitsConfig, cluster: &ClusterConfig) -> anyhow::Result<Limiter> {
-        if let (true, Ok(runtime)) = (limits.enabled, tokio::runtime::Handle::try_current()) {
-            // Building a BPE table takes a while; do it before the first request needs it.
-            runtime.spawn_blocking(tokens::warm_up);
-        }
         let shared = match &cluster.redis_url {
             Some(url) => Some(SharedLimits::start(
                 url,

@@ -1,13 +1,18 @@
-//! Prompt tokens counted before forwarding, with the model's real tokenizer and OpenAI's
-//! message overheads, so token limits and the prompt-length cap bite before OpenAI does.
+//! Prompt tokens before forwarding. Most requests need only an estimate: token limits
+//! reserve it and settle with the `usage` OpenAI reports. The exact count (the model's
+//! real tokenizer and OpenAI's message overheads) runs only when a cheap upper bound says
+//! the prompt might be over `max_prompt_tokens`, so the cap still bites before OpenAI
+//! does and the BPE tables (tens of MB) are built only by a process that needs them.
 
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 use crate::endpoint::Endpoint;
 use crate::json_body::JsonBody;
+use crate::openai::request_text::RequestTexts;
 
-/// The BPE a model uses. Both tables are built once per process (tiktoken-rs singletons).
+/// The BPE a model uses. Each table is built on first use, once per process
+/// (tiktoken-rs singletons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     O200kBase,
@@ -59,10 +64,82 @@ impl Encoding {
     }
 }
 
-/// Builds both BPE tables now instead of on the first request.
-pub fn warm_up() {
-    Encoding::O200kBase.count("warm up");
-    Encoding::Cl100kBase.count("warm up");
+/// A prompt's size without the tokenizer: what the limits need of most requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptSize {
+    /// Never below the exact count: a BPE token is at least one byte of its text, and
+    /// every overhead the exact count adds is paid for by JSON syntax around it, except
+    /// images (each mention of an image part adds its largest unknown size). Doubled
+    /// for the fields the exact count re-serialises (numbers may print longer).
+    pub upper_bound: u64,
+    /// About four bytes per token for ASCII, two for other text (CJK runs near one
+    /// token per three-byte character; Cyrillic and Greek near one per two bytes).
+    pub estimate: u64,
+}
+
+impl PromptSize {
+    pub fn of(endpoint: Endpoint, texts: &RequestTexts, body: &JsonBody) -> PromptSize {
+        let mut raw_bytes = 0;
+        let mut image_parts = 0;
+        for raw in prompt_fields(endpoint)
+            .iter()
+            .filter_map(|name| body.raw(name))
+        {
+            let raw = raw.get().as_bytes();
+            raw_bytes += raw.len() as u64;
+            image_parts += IMAGE_PART
+                .iter()
+                .map(|finder| finder.find_iter(raw).count() as u64)
+                .sum::<u64>();
+        }
+        let images = texts.images.len() as u64 * IMAGE_UNKNOWN_HIGH;
+        let mut estimate = REPLY_PRIMING + images;
+        for text in texts
+            .texts
+            .iter()
+            .filter(|t| !STRUCTURED.contains(&t.field))
+        {
+            estimate += PER_MESSAGE + text_estimate(&text.text);
+        }
+        for name in STRUCTURED {
+            if let Some(raw) = body.raw(name) {
+                estimate += text_estimate(raw.get());
+            }
+        }
+        PromptSize {
+            upper_bound: REPLY_PRIMING + image_parts * IMAGE_UNKNOWN_HIGH + 2 * raw_bytes,
+            estimate,
+        }
+    }
+}
+
+/// Part types the exact count prices as images (`image_url`, `input_image`).
+static IMAGE_PART: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new("\"image_url\""),
+            memchr::memmem::Finder::new("\"input_image\""),
+        ]
+    });
+
+/// Fields the exact count reads by their JSON text rather than their strings.
+const STRUCTURED: [&str; 3] = ["tools", "functions", "response_format"];
+
+/// The fields `prompt_tokens` reads for an endpoint.
+fn prompt_fields(endpoint: Endpoint) -> &'static [&'static str] {
+    match endpoint {
+        Endpoint::ChatCompletions => &["messages", "tools", "functions", "response_format"],
+        Endpoint::Responses => &["instructions", "input", "tools"],
+        Endpoint::Completions | Endpoint::ImagesGenerations => &["prompt"],
+        Endpoint::Embeddings | Endpoint::Moderations => &["input"],
+        Endpoint::Models | Endpoint::Model => &[],
+    }
+}
+
+fn text_estimate(text: &str) -> u64 {
+    let other = text.bytes().filter(|b| !b.is_ascii()).count() as u64;
+    let ascii = text.len() as u64 - other;
+    ascii.div_ceil(4) + other.div_ceil(2)
 }
 
 /// OpenAI's chat accounting: every message costs 3 tokens plus its fields, a `name`
@@ -319,5 +396,69 @@ mod tests {
         );
         let resp = JsonBody::parse(br#"{"input":"hello world"}"#).unwrap();
         assert_eq!(prompt_tokens(Endpoint::Responses, "gpt-4o", &resp), 2 + 3);
+    }
+
+    /// Over the eval prompts (several languages, long and short) sent four ways: the
+    /// bound is never below the exact count, and the estimate stays near it.
+    #[test]
+    fn the_bound_holds_and_the_estimate_is_near_the_exact_count() {
+        use crate::openai::request_text::extract;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/eval");
+        let mut ratios = Vec::new();
+        for file in ["benign.jsonl", "jailbreak.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            for line in text.lines().step_by(7) {
+                let row: Value = serde_json::from_str(line).unwrap();
+                let prompt = row["text"].as_str().unwrap();
+                let shapes = [
+                    (
+                        Endpoint::ChatCompletions,
+                        serde_json::json!({"model": "gpt-4o", "messages": [
+                        {"role": "system", "content": "You are a helpful assistant."},
+                        {"role": "user", "content": prompt}]}),
+                    ),
+                    (
+                        Endpoint::ChatCompletions,
+                        serde_json::json!({"model": "gpt-4o", "messages": [
+                        {"role": "user", "name": "a", "content": [{"type": "text", "text": prompt},
+                            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}],
+                        "tools": [{"type": "function", "function": {"name": "f", "description": prompt,
+                            "parameters": {"type": "object", "properties": {"x": {"type": "number", "minimum": 1e2}}}}}]}),
+                    ),
+                    (
+                        Endpoint::Responses,
+                        serde_json::json!({"model": "gpt-4o", "instructions": "Be brief.",
+                        "input": [{"role": "user", "content": [{"type": "input_text", "text": prompt}]}]}),
+                    ),
+                    (
+                        Endpoint::Embeddings,
+                        serde_json::json!({"model": "text-embedding-3-small", "input": [prompt, prompt]}),
+                    ),
+                ];
+                for (endpoint, value) in shapes {
+                    let body = JsonBody::parse(value.to_string().as_bytes()).unwrap();
+                    let model = value["model"].as_str().unwrap();
+                    let texts = extract(endpoint, &body, Some(model)).unwrap();
+                    let size = PromptSize::of(endpoint, &texts, &body);
+                    let exact = prompt_tokens(endpoint, model, &body);
+                    assert!(
+                        size.upper_bound >= exact,
+                        "{endpoint:?} {size:?} < {exact}: {prompt:.80}"
+                    );
+                    ratios.push(size.estimate as f64 / exact as f64);
+                }
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "estimate / exact over {} bodies: p5 {:.2}, p50 {:.2}, p95 {:.2}",
+            ratios.len(),
+            at(0.05),
+            at(0.5),
+            at(0.95)
+        );
+        assert!(at(0.5) > 0.8 && at(0.5) < 1.3, "median {:.2}", at(0.5));
+        assert!(at(0.05) > 0.5 && at(0.95) < 2.0);
     }
 }

@@ -78,9 +78,12 @@ impl Limits {
         let mut prompt_tokens = 0;
         if let Some(body) = ctx.body.as_mut() {
             check_n(body, caps)?;
-            prompt_tokens =
-                tokens::prompt_tokens(ctx.endpoint, model.as_deref().unwrap_or(""), body);
-            if let Some(limit) = caps.max_prompt_tokens {
+            let size = tokens::PromptSize::of(ctx.endpoint, &ctx.texts, body);
+            prompt_tokens = size.estimate;
+            if let Some(limit) = caps.max_prompt_tokens.filter(|l| size.upper_bound > *l) {
+                // Only a prompt that might be over the cap pays for the exact count.
+                prompt_tokens =
+                    tokens::prompt_tokens(ctx.endpoint, model.as_deref().unwrap_or(""), body);
                 if prompt_tokens > limit {
                     return Err(WardenError::PromptTooLong {
                         limit,
