@@ -74,8 +74,6 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let _guard = runtime.enter();
 
-    // Build the tokenizer tables now, not in the background during a measurement.
-    warden::limits::tokens::warm_up();
     let local = limiter("");
     let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
     let mut i = 0;

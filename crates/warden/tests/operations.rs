@@ -232,6 +232,15 @@ async fn metrics_count_requests_by_key_endpoint_and_outcome() {
         text.contains("warden_overhead_seconds_count{endpoint=\"chat.completions\"} 2"),
         "{text}"
     );
+    // Per stage: both requests were authenticated; only the allowed one got an identifier.
+    assert!(
+        text.contains("warden_stage_seconds_count{stage=\"authenticate\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warden_stage_seconds_count{stage=\"safety_identifier\"} 1"),
+        "{text}"
+    );
     assert!(!text.contains("alice"));
     let public = client().get(w.url("/metrics")).send().await.unwrap();
     assert_eq!(

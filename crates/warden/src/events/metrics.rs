@@ -14,19 +14,38 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Default)]
+/// Finer bounds for one pipeline stage: most take microseconds; moderation and a
+/// shared limiter take a network round trip.
+const STAGE_BUCKETS: &[f64] = &[
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
 struct Histogram {
+    bounds: &'static [f64],
     counts: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::with_bounds(BUCKETS)
+    }
+}
+
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len()];
+    fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
         }
-        for (slot, bound) in self.counts.iter_mut().zip(BUCKETS) {
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        for (slot, bound) in self.counts.iter_mut().zip(self.bounds) {
             if seconds <= *bound {
                 *slot += 1;
             }
@@ -36,7 +55,7 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
@@ -55,6 +74,8 @@ struct State {
     overhead: BTreeMap<&'static str, Histogram>,
     /// Time upstream took to the response head, per endpoint.
     upstream: BTreeMap<&'static str, Histogram>,
+    /// Time each pipeline stage took.
+    stages: BTreeMap<&'static str, Histogram>,
 }
 
 #[derive(Default, Clone)]
@@ -83,6 +104,13 @@ impl Metrics {
                 .entry(e.endpoint)
                 .or_default()
                 .observe(overhead_us as f64 / 1e6);
+            for (stage, micros) in &e.stage_us {
+                state
+                    .stages
+                    .entry(stage)
+                    .or_insert_with(|| Histogram::with_bounds(STAGE_BUCKETS))
+                    .observe(f64::from(*micros) / 1e6);
+            }
             if e.upstream_us.is_some() {
                 state
                     .upstream
@@ -139,6 +167,15 @@ impl Metrics {
                 &mut out,
                 "warden_upstream_seconds",
                 &format!("endpoint=\"{endpoint}\""),
+            );
+        }
+        out.push_str("# HELP warden_stage_seconds Time each pipeline stage took per request (the request half; the last stage a refused request reached included).\n");
+        out.push_str("# TYPE warden_stage_seconds histogram\n");
+        for (stage, h) in &state.stages {
+            h.render(
+                &mut out,
+                "warden_stage_seconds",
+                &format!("stage=\"{stage}\""),
             );
         }
         out.push_str(
@@ -214,5 +251,22 @@ mod tests {
         ));
         assert!(text.contains("warden_upstream_seconds_count{endpoint=\"chat.completions\"} 2"));
         assert!(!text.contains("alice"), "no user ids in labels");
+    }
+
+    #[test]
+    fn each_stage_gets_its_own_fine_grained_histogram() {
+        let metrics = Metrics::default();
+        let mut fast = event(200, "allowed", 900, Some(800));
+        fast.stage_us = vec![("authenticate", 3), ("limits", 40)];
+        let mut slow = event(200, "allowed", 9_000, Some(800));
+        slow.stage_us = vec![("authenticate", 4), ("limits", 7_000)];
+        metrics.record(&[fast, slow]);
+        let text = metrics.render(0);
+        assert!(
+            text.contains("warden_stage_seconds_bucket{stage=\"authenticate\",le=\"0.000005\"} 2")
+        );
+        assert!(text.contains("warden_stage_seconds_bucket{stage=\"limits\",le=\"0.00005\"} 1"));
+        assert!(text.contains("warden_stage_seconds_bucket{stage=\"limits\",le=\"0.01\"} 2"));
+        assert!(text.contains("warden_stage_seconds_count{stage=\"limits\"} 2"));
     }
 }

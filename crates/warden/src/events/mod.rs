@@ -62,6 +62,8 @@ pub struct EventRecord {
     pub chain_seq: Option<i64>,
     /// Whether it is in the local spool (`events::spool`), safe while the store is away.
     pub spooled: bool,
+    /// Time per pipeline stage, µs, for `/metrics` (not stored).
+    pub stage_us: Vec<(&'static str, u32)>,
 }
 
 pub fn now_ms() -> i64 {

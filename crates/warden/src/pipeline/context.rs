@@ -28,6 +28,8 @@ pub struct StageRecord {
     pub stage: &'static str,
     /// `None` when the stage blocked the request.
     pub verdict: Option<Verdict>,
+    /// Wall time the stage took, µs (`warden_stage_seconds` on /metrics).
+    pub micros: u32,
 }
 
 pub struct RequestContext {

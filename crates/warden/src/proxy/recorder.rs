@@ -87,6 +87,7 @@ impl Recorder {
         record.model = ctx.model.clone();
         record.stream = ctx.stream;
         record.country = ctx.country.map(|c| c.as_str().to_owned());
+        record.stage_us = ctx.trail.iter().map(|s| (s.stage, s.micros)).collect();
         self.trail = ctx
             .trail
             .iter()

@@ -232,6 +232,7 @@ mod tests {
         ctx.trail.push(crate::pipeline::StageRecord {
             stage: STAGE,
             verdict: Some(Verdict::Allow),
+            micros: 0,
         });
         let err = crate::pipeline::deferred::settle(&mut ctx, STAGE, settled).unwrap_err();
         assert_eq!(err.code(), "content_filter");
