@@ -136,6 +136,52 @@ async fn exchange(load: &Load, n: u64, scheduled: Instant) -> Outcome {
     })
 }
 
+/// What a closed-loop run produced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClosedRun {
+    pub ok: u64,
+    pub failed: u64,
+    pub wall: Duration,
+}
+
+impl ClosedRun {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The most a target serves: `clients` each send the next request the moment the last
+/// answer ended, for `duration` (the throughput ceiling, not a latency measurement).
+pub async fn closed_loop(load: &Arc<Load>, clients: usize, duration: Duration) -> ClosedRun {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let load = Arc::clone(load);
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut n = client as u64;
+                while Instant::now() < deadline {
+                    match exchange(&load, n, Instant::now()).await {
+                        Outcome::Ok(_) => ok += 1,
+                        Outcome::Failed(_) => failed += 1,
+                    }
+                    n += clients as u64;
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let mut run = ClosedRun::default();
+    for task in tasks {
+        let (ok, failed) = task.await.unwrap_or((0, 1));
+        run.ok += ok;
+        run.failed += failed;
+    }
+    run.wall = started.elapsed();
+    run
+}
+
 /// One request before any load: the target must answer 200 with a well-formed chat reply,
 /// otherwise the run stops here with what came back.
 pub async fn probe(load: &Load, stream: bool) -> anyhow::Result<()> {

@@ -73,6 +73,15 @@ struct Args {
     /// [default: the directory of this executable, i.e. target/release].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Run Warden alone on this CPU (taskset). Run the harness itself on the others, e.g.
+    /// `taskset -c 1 warden-bench --warden-cpu 0`, so the stand-in and the generator
+    /// never share Warden's core.
+    #[arg(long)]
+    warden_cpu: Option<usize>,
+    /// After the open-loop rates, this many seconds per target of closed-loop load
+    /// (`--connections` clients sending back to back): the throughput ceiling. 0 skips it.
+    #[arg(long, default_value_t = 0.0)]
+    closed_loop_seconds: f64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -191,6 +200,10 @@ impl Args {
             "--threads must be in 1..=64"
         );
         anyhow::ensure!(
+            (0.0..=600.0).contains(&self.closed_loop_seconds),
+            "--closed-loop-seconds must be in 0..=600"
+        );
+        anyhow::ensure!(
             (1..=60_000).contains(&self.timeout_ms),
             "--timeout-ms must be in 1..=60000"
         );
@@ -235,6 +248,8 @@ impl Args {
             "pipeline": self.pipeline.name(),
             "pipeline_stages": self.pipeline.describe(),
             "event_store": self.event_store,
+            "warden_cpu": self.warden_cpu,
+            "closed_loop_seconds": self.closed_loop_seconds,
             "modes": plan.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "workload": "POST /v1/chat/completions, ~2 KB body, gpt-4o-mini; warden: virtual key, X-Warden-User over 1000 users, end_user required, safety_identifier on",
         })
@@ -267,6 +282,8 @@ fn main() -> anyhow::Result<()> {
         threads: args.threads,
         pipeline: args.pipeline,
         event_store: args.event_store,
+        warden_cpu: args.warden_cpu,
+        closed_seconds: args.closed_loop_seconds,
         settings,
     })?;
     report.print()?;

@@ -106,13 +106,14 @@ pub fn start_warden(
     standin: SocketAddr,
     pipeline: Pipeline,
     event_store: bool,
+    cpu: Option<usize>,
 ) -> anyhow::Result<(Server, SocketAddr)> {
     let db = scratch.path().join("warden.db");
     let mut config = warden_config(pipeline, standin, &db);
     if !event_store {
         config.push_str(EVENT_STORE_OFF);
     }
-    start_warden_with(bin_dir, scratch, "warden", &config)
+    start_warden_pinned(bin_dir, scratch, "warden", &config, cpu)
 }
 
 /// A Warden named `name` (its config, output and, by convention, its database file carry the
@@ -123,9 +124,29 @@ pub fn start_warden_with(
     name: &'static str,
     config: &str,
 ) -> anyhow::Result<(Server, SocketAddr)> {
+    start_warden_pinned(bin_dir, scratch, name, config, None)
+}
+
+/// Like `start_warden_with`, on CPU `cpu` alone when given (`taskset -c`, which execs
+/// Warden in place, so the pid read for CPU time and RSS stays Warden's).
+fn start_warden_pinned(
+    bin_dir: &Path,
+    scratch: &Scratch,
+    name: &'static str,
+    config: &str,
+    cpu: Option<usize>,
+) -> anyhow::Result<(Server, SocketAddr)> {
     let config_path = scratch.path().join(format!("{name}.toml"));
     std::fs::write(&config_path, config).context("writing the Warden config")?;
-    let mut command = Command::new(binary(bin_dir, "warden")?);
+    let warden = binary(bin_dir, "warden")?;
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpu.to_string()).arg(warden);
+            taskset
+        }
+        None => Command::new(warden),
+    };
     command
         .arg("serve")
         .arg("--config")

@@ -2,6 +2,7 @@
 // This module is the benchmark's output; printing the table to stdout is its job.
 #![allow(clippy::print_stdout)]
 
+use crate::load::ClosedRun;
 use crate::run::{Mode, RateResult, SideResult};
 use crate::tally::{round1, summary, Summary};
 use anyhow::Context as _;
@@ -22,11 +23,41 @@ pub struct Rss {
     pub after: u64,
 }
 
+/// The closed-loop ceiling: each target as fast as it answers.
+#[derive(Debug)]
+pub struct Closed {
+    pub clients: usize,
+    pub direct: ClosedRun,
+    pub warden: ClosedRun,
+    /// Warden's CPU time during its closed-loop run.
+    pub warden_cpu: Option<Duration>,
+}
+
+impl Closed {
+    fn cpu_us_per_request(&self) -> Option<f64> {
+        self.warden_cpu
+            .filter(|_| self.warden.ok > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.warden.ok as f64)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "clients": self.clients,
+            "direct_rps": round1(self.direct.per_second()),
+            "warden_rps": round1(self.warden.per_second()),
+            "direct_failed": self.direct.failed,
+            "warden_failed": self.warden.failed,
+            "warden_cpu_us_per_request": self.cpu_us_per_request().map(round1),
+        })
+    }
+}
+
 /// Everything one run produced.
 #[derive(Debug)]
 pub struct Report {
     pub settings: Value,
     pub results: Vec<RateResult>,
+    pub closed: Option<Closed>,
     pub rss: Rss,
     pub notes: Vec<String>,
 }
@@ -67,6 +98,18 @@ impl Report {
             }
             latency_table(&mut out, last, &results, |s| &s.tally.latency)?;
             cost_table(&mut out, mode, &results)?;
+        }
+        if let Some(closed) = &self.closed {
+            writeln!(
+                out,
+                "\nclosed loop ({} clients): direct {:.0} req/s, warden {:.0} req/s ({} / {} failed), Warden CPU {} µs per request",
+                closed.clients,
+                closed.direct.per_second(),
+                closed.warden.per_second(),
+                closed.direct.failed,
+                closed.warden.failed,
+                closed.cpu_us_per_request().map_or("?".into(), |us| format!("{us:.0}")),
+            )?;
         }
         let mib = |kib: u64| kib as f64 / 1024.0;
         writeln!(
@@ -123,6 +166,7 @@ impl Report {
             "machine": machine_json(),
             "settings": self.settings,
             "results": results,
+            "closed_loop": self.closed.as_ref().map(Closed::to_json),
             "warden_rss_kib": {"idle": self.rss.idle, "peak": self.rss.peak, "after": self.rss.after},
             "notes": self.notes,
         })
@@ -345,6 +389,20 @@ mod tests {
                 warden_rss_peak_kib: 20_000,
             }],
             rss: Rss::default(),
+            closed: Some(Closed {
+                clients: 4,
+                direct: ClosedRun {
+                    ok: 2000,
+                    failed: 0,
+                    wall: Duration::from_secs(2),
+                },
+                warden: ClosedRun {
+                    ok: 1000,
+                    failed: 1,
+                    wall: Duration::from_secs(2),
+                },
+                warden_cpu: Some(Duration::from_millis(500)),
+            }),
             notes: vec![],
         };
         let json = report.to_json();
@@ -355,5 +413,9 @@ mod tests {
         let text = report.render().unwrap();
         assert!(text.contains("added"), "{text}");
         assert!(text.contains("+100.0"), "{text}");
+        // 1,000 answers in 2 s on 0.5 s of CPU: 500 req/s at 500 µs each.
+        assert_eq!(json["closed_loop"]["warden_rps"], 500.0);
+        assert_eq!(json["closed_loop"]["warden_cpu_us_per_request"], 500.0);
+        assert!(text.contains("warden 500 req/s (0 / 1 failed)"), "{text}");
     }
 }

@@ -12,7 +12,7 @@ use crate::load::{self, Load};
 use crate::pool::{self, Pool};
 use crate::proc_stats::{self, RssSampler};
 use crate::procs::{self, Scratch, Server};
-use crate::report::{Report, Rss};
+use crate::report::{Closed, Report, Rss};
 use crate::run::{Loads, Mode, Pids, Plan, RateResult, Runner};
 use crate::workload::{self, Side, Target};
 
@@ -28,6 +28,10 @@ pub struct Options {
     pub pipeline: Pipeline,
     /// `[events] store` of the Warden under test.
     pub event_store: bool,
+    /// Warden alone on this CPU (`--warden-cpu`).
+    pub warden_cpu: Option<usize>,
+    /// Seconds of closed-loop load per target after the open-loop rates; 0 skips it.
+    pub closed_seconds: f64,
     /// Echoed into the JSON report.
     pub settings: serde_json::Value,
 }
@@ -35,6 +39,7 @@ pub struct Options {
 /// What driving the load produced, beside the per-rate results.
 struct Driven {
     results: Vec<RateResult>,
+    closed: Option<Closed>,
     reconnects: (u64, u64),
     /// Requests sent directly and through Warden, warmup and probes included.
     sent: (u64, u64),
@@ -53,6 +58,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         standin_addr,
         options.pipeline,
         options.event_store,
+        options.warden_cpu,
     )?;
     eprintln!(
         "warden-bench: stand-in on {standin_addr}, warden on {warden_addr} (pipeline {}); about {:.0} s of load",
@@ -89,6 +95,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let notes = notes(&driven, &standin, &mut warden);
     Ok(Report {
         settings: options.settings.clone(),
+        closed: driven.closed,
         results: driven.results,
         rss,
         notes,
@@ -130,14 +137,65 @@ async fn drive(
             results.push(runner.rate(mode, rate, &loads).await?);
         }
     }
+    let closed = if options.closed_seconds > 0.0 {
+        Some(
+            closed_loops(
+                options,
+                &direct_target,
+                &warden_target,
+                (&direct_pool, &warden_pool),
+                pids,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     // One probe per side per mode.
     let probes = options.plan.modes.len() as u64;
     Ok(Driven {
+        closed,
         results,
         reconnects: (direct_pool.reconnects(), warden_pool.reconnects()),
         sent: (runner.sent_direct + probes, runner.sent_warden + probes),
         upstream_received: standin_requests(standin_addr).await,
     })
+}
+
+/// Non-streaming chat as fast as each target answers, direct first, then Warden, with
+/// Warden's CPU time over its run.
+async fn closed_loops(
+    options: &Options,
+    direct: &Arc<Target>,
+    warden: &Arc<Target>,
+    (direct_pool, warden_pool): (&Arc<Pool>, &Arc<Pool>),
+    pids: Pids,
+) -> Closed {
+    let duration = Duration::from_secs_f64(options.closed_seconds);
+    let body = workload::chat_body(false);
+    let load = |target: &Arc<Target>, pool: &Arc<Pool>| {
+        Arc::new(Load {
+            target: Arc::clone(target),
+            pool: Arc::clone(pool),
+            body: body.clone(),
+        })
+    };
+    eprintln!(
+        "warden-bench: closed loop, {} clients, {:.0} s per target",
+        options.connections, options.closed_seconds
+    );
+    let direct = load::closed_loop(&load(direct, direct_pool), options.connections, duration).await;
+    let cpu_before = proc_stats::cpu_time(pids.warden);
+    let warden = load::closed_loop(&load(warden, warden_pool), options.connections, duration).await;
+    let cpu = proc_stats::cpu_time(pids.warden)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    Closed {
+        clients: options.connections,
+        direct,
+        warden,
+        warden_cpu: cpu,
+    }
 }
 
 /// Anything a reader of the numbers should know: crashes, replaced connections, server
