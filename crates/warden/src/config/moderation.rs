@@ -32,6 +32,7 @@ section! {
     pub struct RawOutput {
         enabled: bool,
         window_chars: u64,
+        first_window_chars: u64,
         max_body_bytes: u64,
         categories: toml::Table,
     }
@@ -66,6 +67,9 @@ pub struct OutputModeration {
     pub policy: Policy,
     /// Streaming: text held back before each moderation call (the release granularity).
     pub window_chars: usize,
+    /// Streaming: the first window, smaller so the first tokens reach the client sooner
+    /// (one more Moderation call per stream). Defaults to `window_chars`.
+    pub first_window_chars: usize,
     /// Non-streaming: the largest upstream body buffered for moderation.
     pub max_body_bytes: usize,
 }
@@ -186,6 +190,24 @@ pub fn validate(
             })
         })
         .collect();
+    let window_chars =
+        positive(raw_out.window_chars, 300, "output.window_chars", problems) as usize;
+    let first_window_chars = match raw_out.first_window_chars {
+        Some(first) if first as usize > window_chars => {
+            problems.push(
+                format!("{PATH}.output.first_window_chars"),
+                format!("must not exceed output.window_chars ({window_chars})"),
+            );
+            window_chars
+        }
+        Some(_) => positive(
+            raw_out.first_window_chars,
+            300,
+            "output.first_window_chars",
+            problems,
+        ) as usize,
+        None => window_chars,
+    };
     ModerationConfig {
         enabled: raw.enabled.unwrap_or(true),
         model: match raw.model {
@@ -224,8 +246,8 @@ pub fn validate(
         output: OutputModeration {
             enabled: raw_out.enabled.unwrap_or(true),
             policy: output_policy,
-            window_chars: positive(raw_out.window_chars, 300, "output.window_chars", problems)
-                as usize,
+            window_chars,
+            first_window_chars,
             max_body_bytes: positive(
                 raw_out.max_body_bytes,
                 8 * 1024 * 1024,

@@ -59,6 +59,8 @@ struct State {
     /// Unmoderated text per choice / output index.
     pending: Vec<(usize, String)>,
     pending_chars: usize,
+    /// Whether a window has passed moderation yet (the first may be smaller).
+    first_passed: bool,
     /// The end of already-passed text per index, for context.
     passed_tail: Vec<(usize, String)>,
     /// Chat/completions: the chunk identity for the final chunk. Responses: the response
@@ -212,7 +214,12 @@ impl Relay {
                 segments,
             },
         );
-        let window = self.moderator.config().output.window_chars;
+        let output = &self.moderator.config().output;
+        let window = if state.first_passed {
+            output.window_chars
+        } else {
+            output.first_window_chars
+        };
         let filters_due = self.guard.as_ref().is_none_or(Guard::due);
         let due = (!self.moderate && filters_due)
             || state.pending_chars >= window
@@ -330,6 +337,7 @@ impl Relay {
                         }
                     }
                     state.pending_chars = 0;
+                    state.first_passed = true;
                 }
                 Err(unavailable) => {
                     let label = unavailable.0.label();

@@ -141,3 +141,40 @@ async fn moderation_gets_the_secret_masked_once_it_is_recognisable() {
     assert!(!sent.contains("Zx9Qw8Er7Ty6Ui5"), "{sent}");
     assert!(sent.contains("[REDACTED:openai-api-key]"), "{sent}");
 }
+
+#[tokio::test]
+async fn a_smaller_first_window_releases_the_first_words_early() {
+    let words = [
+        "Hello ", "there, ", "my good ", "friend, ", "how are ", "you?",
+    ];
+    let mut events: Vec<String> = words.iter().map(|t| chat_event(t, None)).collect();
+    events.push(chat_event("", Some("stop")));
+    events.push("data: [DONE]\n\n".into());
+    let first_check = |first_window: &'static str| {
+        let events = events.clone();
+        async move {
+            let fake = Arc::new(Fake::default());
+            let toml = format!("[output]\nwindow_chars = 30\n{first_window}");
+            let out = relay_with(
+                Endpoint::ChatCompletions,
+                &toml,
+                events.clone(),
+                None,
+                fake.clone(),
+            )
+            .await;
+            assert_eq!(out, events.concat(), "clean text passes unchanged");
+            let bodies = fake.bodies.lock().unwrap();
+            (bodies.len(), bodies[0].to_string())
+        }
+    };
+    let (calls, first) = first_check("first_window_chars = 5").await;
+    assert!(
+        first.contains("Hello") && !first.contains("there"),
+        "{first}"
+    );
+    assert_eq!(calls, 3, "the small first window, then two of 30");
+    let (calls, first) = first_check("").await;
+    assert!(first.contains("friend"), "one window of 30: {first}");
+    assert_eq!(calls, 2);
+}
