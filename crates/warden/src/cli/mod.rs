@@ -6,6 +6,7 @@ mod announce;
 mod audit;
 mod cases;
 mod check_config;
+#[cfg(feature = "demo")]
 mod demo;
 mod keys;
 mod lockdown;
@@ -87,6 +88,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run Warden with a built-in stand-in upstream and show it allow and refuse requests.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Check the event log's hash chains (exit 1 at the first broken link).
     Audit {
@@ -125,6 +127,7 @@ pub fn main() -> ExitCode {
             Command::UpstreamKeys { command, config } => {
                 upstream_keys::run(command, target(config)?).await
             }
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(args).await,
             Command::Lockdown { command, config } => lockdown::run(command, target(config)?).await,
             Command::Audit { command, config } => {
