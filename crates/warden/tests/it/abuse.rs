@@ -96,15 +96,7 @@ fn chat(text: &str) -> Value {
 }
 
 async fn risk(w: &Warden) -> Value {
-    client()
-        .get(format!("{}/admin/v1/risk", w.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    admin_get(w, "/admin/v1/risk").await
 }
 
 /// Polls the risk report (recomputed every second) until `check` holds.
@@ -191,14 +183,7 @@ async fn a_key_used_from_twenty_ips_is_reported_once_to_every_webhook() {
     assert!(!actors(&risk(&w).await, "key_sharing")
         .iter()
         .any(|a| a.starts_with("user:")));
-    let metrics = client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&w).await;
     assert!(metrics.contains("warden_alerts_total{state=\"delivered\"}"));
     assert!(metrics.contains("warden_risk_score "));
 }

@@ -140,15 +140,7 @@ async fn an_end_user_hopping_between_countries_is_reported() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let report: serde_json::Value = client()
-            .get(format!("{}/admin/v1/risk", w.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report: serde_json::Value = admin_get(&w, "/admin/v1/risk").await;
         let found = report["report"]["key_sharing"]
             .as_array()
             .unwrap()
@@ -270,15 +262,7 @@ async fn a_key_used_from_a_new_country_raises_one_alert_shared_by_replicas() {
     assert_eq!(new_country_alerts().len(), 2, "{:?}", new_country_alerts());
 
     // The admin API lists the key's countries, first seen first.
-    let keys: serde_json::Value = client()
-        .get(format!("{}/admin/v1/keys", first.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: serde_json::Value = admin_get(&first, "/admin/v1/keys").await;
     let app = keys["data"]
         .as_array()
         .unwrap()

@@ -44,14 +44,7 @@ requests_per_minute = "unlimited"
 }
 
 async fn limits_state(w: &Warden) -> serde_json::Value {
-    let ready: serde_json::Value = client()
-        .get(format!("{}/readyz", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = admin_get_open(w, "/readyz").await;
     ready["limits"].clone()
 }
 

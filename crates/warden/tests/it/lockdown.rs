@@ -114,14 +114,7 @@ async fn cli_lockdown_refuses_untrusted_tiers_halves_limits_and_lifts() {
     assert_eq!(state["on"], true);
     assert_eq!(state["by"], "cli");
     assert_eq!(state["reason"], "OpenAI warning e-mail");
-    let metrics = client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&w).await;
     assert!(metrics.contains("warden_lockdown 1"));
 
     // The admin API lifts it at once on this gateway.
@@ -169,15 +162,7 @@ async fn lockdown_turns_on_by_itself_above_the_risk_line() {
         expect_error(chat_as(&w, APP_KEY, Some("mallory"), jailbreak).await, 400).await;
     }
     until_nameless_gets(&w, 403).await;
-    let state: Value = client()
-        .get(format!("{}/admin/v1/lockdown", w.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = admin_get(&w, "/admin/v1/lockdown").await;
     assert_eq!(state["on"], true);
     assert_eq!(state["by"], "auto");
     assert!(state["reason"].as_str().unwrap().contains("risk score"));

@@ -93,14 +93,7 @@ async fn postgres_storage_serves_and_shares_keys() {
         200
     );
     key_lifecycle(&w).await;
-    let ready: serde_json::Value = client()
-        .get(format!("{}/readyz", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = admin_get_open(&w, "/readyz").await;
     assert_eq!(ready["store"], "postgres");
 }
 
@@ -174,14 +167,7 @@ async fn health_and_readiness_are_on_the_admin_listener_only() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value = client()
-        .get(format!("{}/readyz", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = admin_get_open(&w, "/readyz").await;
     assert_eq!(ready["status"], "ready");
     let public = client().get(w.url("/healthz")).send().await.unwrap();
     assert_eq!(public.status(), 404);

@@ -55,14 +55,7 @@ fn chat_calls(w: &Warden) -> usize {
 }
 
 async fn metrics(w: &Warden) -> String {
-    client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    metrics_text(w).await
 }
 
 fn gauge(text: &str, series: &str) -> f64 {

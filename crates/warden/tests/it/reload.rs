@@ -79,14 +79,7 @@ async fn reload_via_api(w: &Warden) -> (u16, Value) {
 }
 
 async fn metrics(w: &Warden) -> String {
-    client()
-        .get(format!("{}/metrics", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    metrics_text(w).await
 }
 
 /// Polls until `key` gets `want` (another process applies the change).

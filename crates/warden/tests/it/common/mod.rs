@@ -349,16 +349,46 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
     }
 }
 
-/// One value from the admin listener's `/metrics` (a metric without labels).
-pub async fn metric(w: &Warden, name: &str) -> f64 {
-    let text = client()
+/// The admin listener's whole `/metrics` text.
+pub async fn metrics_text(w: &Warden) -> String {
+    client()
         .get(format!("{}/metrics", w.admin))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An admin API GET with the admin token, as JSON (whatever the status).
+pub async fn admin_get(w: &Warden, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("{}{path}", w.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A GET of an open admin-listener path (`/readyz`, `/healthz`), as JSON.
+pub async fn admin_get_open(w: &Warden, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("{}{path}", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// One value from the admin listener's `/metrics` (a metric without labels).
+pub async fn metric(w: &Warden, name: &str) -> f64 {
+    let text = metrics_text(w).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
