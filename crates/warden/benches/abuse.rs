@@ -63,6 +63,7 @@ fn context() -> RequestContext {
         trail: Vec::new(),
         findings: Vec::new(),
         country: None,
+        tier: None,
         tier_override: None,
         response_headers: Vec::new(),
         audit: Default::default(),

@@ -62,6 +62,9 @@ pub struct RequestContext {
     pub limit_ticket: Option<std::sync::Arc<crate::limits::Ticket>>,
     pub trail: Vec<StageRecord>,
     pub findings: Vec<Finding>,
+    /// The end user's own tier (a configured tier their token claims, else the key's,
+    /// else `default_tier`), worked out once by `end_user`.
+    pub tier: Option<String>,
     /// A lower tier than the user's own, set by `user_standing` for throttled users.
     pub tier_override: Option<String>,
     /// Headers added to the answer the client gets (e.g. the user's standing).
@@ -106,6 +109,7 @@ impl RequestContext {
             limit_ticket: None,
             trail: Vec::with_capacity(8),
             findings: Vec::new(),
+            tier: None,
             tier_override: None,
             response_headers: Vec::new(),
             country: None,

@@ -60,13 +60,16 @@ impl Pipeline {
     ///    `key_scope` — the key's endpoints and models, store and config keys alike (403;
     ///    400 `model_required` for a model-scoped key naming no model).
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
-    ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy.
+    ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy,
+    ///    and works out their tier once (claim, key, `default_tier`).
+    ///    `lockdown` — while the switch is on: requests naming no end user, the refused
+    ///    tiers and end users never seen before get 403 `lockdown` (before
+    ///    `user_standing` records the user as seen).
     /// 4. `user_standing` — banned and suspended end users are refused (403) before any
-    ///    upstream call; throttled ones drop to a lower tier; warned ones get a header;
-    ///    during lockdown, end users never seen before are refused.
+    ///    upstream call; throttled ones drop to a lower tier; warned ones get a header.
     /// 5. `network_policy` — the client IP's country against `[geo]` (403
-    ///    `unsupported_country_region_territory`), and lockdown's refusal of untrusted
-    ///    tiers (403 `lockdown`). Before limits, so refused traffic spends no budget.
+    ///    `unsupported_country_region_territory`). Before limits, so refused traffic
+    ///    spends no budget.
     /// 6. `abuse_gate` — keys and end users the abuse analyzer throttles (429
     ///    `abuse_throttled`).
     /// 7. `limits` — volume before content, cheapest refusal first: `n` and output caps,
@@ -91,16 +94,15 @@ impl Pipeline {
                     deps.body_timeout,
                 )),
                 Box::new(stages::key_scope::KeyScopeCheck::new(deps.limits.clone())),
-                Box::new(stages::end_user::ResolveEndUser),
-                Box::new(stages::user_standing::UserStanding::new(
-                    deps.enforcement,
-                    deps.lockdown.clone(),
+                Box::new(stages::end_user::ResolveEndUser::new(deps.limits.clone())),
+                Box::new(stages::lockdown::LockdownGate::new(
+                    deps.lockdown,
+                    deps.enforcement.clone(),
                 )),
+                Box::new(stages::user_standing::UserStanding::new(deps.enforcement)),
                 Box::new(stages::network_policy::NetworkPolicy::new(
                     deps.geo,
                     &deps.geo_config,
-                    deps.lockdown,
-                    deps.limits.clone(),
                 )),
                 Box::new(stages::abuse_gate::AbuseGate::new(deps.abuse)),
                 Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),

@@ -2,6 +2,9 @@
 //! read through the calling key, and the safety identifier hashes the key name with it,
 //! so no client can speak for another key's user.
 
+use std::sync::Arc;
+
+use crate::config::limits::LimitsConfig;
 use crate::config::EndUserPolicy;
 use crate::error::WardenError;
 use crate::identity::{validate_user_id, EndUser, UserSource};
@@ -10,10 +13,16 @@ use crate::pipeline::{RequestContext, Stage, Step, Verdict};
 pub const USER_HEADER: &str = "x-warden-user";
 pub const USER_TOKEN_HEADER: &str = "x-warden-user-token";
 
-pub struct ResolveEndUser;
+pub struct ResolveEndUser {
+    limits: Arc<LimitsConfig>,
+}
 
 impl ResolveEndUser {
-    fn decide(ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
+    pub fn new(limits: Arc<LimitsConfig>) -> Self {
+        Self { limits }
+    }
+
+    fn decide(&self, ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
         let key = ctx.key.clone().ok_or(WardenError::Internal)?;
         let end_user = if let Some(verifier) = &key.jwt {
             if ctx.headers.contains_key(USER_HEADER) {
@@ -75,6 +84,9 @@ impl ResolveEndUser {
             }
             None => {}
         }
+        // Once, here: lockdown refuses by it, limits and pacing count by it.
+        let claimed = ctx.user_claims.as_ref().and_then(|c| c.tier.as_deref());
+        ctx.tier = Some(self.limits.tier_of(claimed, &key.name).to_owned());
         Ok(Verdict::Allow)
     }
 }
@@ -85,7 +97,7 @@ impl Stage for ResolveEndUser {
     }
 
     fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
-        Step::Ready(Self::decide(ctx))
+        Step::Ready(self.decide(ctx))
     }
 }
 
@@ -93,6 +105,11 @@ impl Stage for ResolveEndUser {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn stage() -> ResolveEndUser {
+        let limits = crate::config::Config::embedded_default().unwrap().limits;
+        ResolveEndUser::new(Arc::new(limits))
+    }
     use crate::stages::testing::{context, key};
 
     #[test]
@@ -102,7 +119,7 @@ mod tests {
             br#"{"model":"m"}"#,
         );
         ctx.headers.insert(USER_HEADER, "alice".parse().unwrap());
-        ResolveEndUser::decide(&mut ctx).unwrap();
+        stage().decide(&mut ctx).unwrap();
         assert_eq!(ctx.end_user.unwrap().id, "alice");
     }
 
@@ -112,7 +129,7 @@ mod tests {
             key("app", EndUserPolicy::Required, false),
             br#"{"model":"m","user":"x"}"#,
         );
-        let err = ResolveEndUser::decide(&mut ctx).unwrap_err();
+        let err = stage().decide(&mut ctx).unwrap_err();
         assert!(matches!(err, WardenError::EndUserRequired { .. }));
         assert_eq!(err.status(), 400);
     }
@@ -121,18 +138,18 @@ mod tests {
     fn body_field_counts_only_on_trusted_keys() {
         let body = br#"{"model":"m","user":"carol"}"#;
         let mut untrusted = context(key("app", EndUserPolicy::Optional, false), body);
-        ResolveEndUser::decide(&mut untrusted).unwrap();
+        stage().decide(&mut untrusted).unwrap();
         assert!(untrusted.end_user.is_none());
 
         let mut trusted = context(key("svc", EndUserPolicy::Optional, true), body);
-        ResolveEndUser::decide(&mut trusted).unwrap();
+        stage().decide(&mut trusted).unwrap();
         assert_eq!(trusted.end_user.unwrap().id, "carol");
 
         let mut prefers_safety_id = context(
             key("svc", EndUserPolicy::Required, true),
             br#"{"user":"carol","safety_identifier":"dave"}"#,
         );
-        ResolveEndUser::decide(&mut prefers_safety_id).unwrap();
+        stage().decide(&mut prefers_safety_id).unwrap();
         assert_eq!(prefers_safety_id.end_user.unwrap().id, "dave");
     }
 
@@ -143,13 +160,13 @@ mod tests {
             br#"{"user":"carol"}"#,
         );
         ctx.headers.insert(USER_HEADER, "alice".parse().unwrap());
-        ResolveEndUser::decide(&mut ctx).unwrap();
+        stage().decide(&mut ctx).unwrap();
         assert_eq!(ctx.end_user.unwrap().id, "alice");
 
         let mut empty = context(key("app", EndUserPolicy::Optional, false), b"{}");
         empty.headers.insert(USER_HEADER, " ".parse().unwrap());
         assert!(matches!(
-            ResolveEndUser::decide(&mut empty).unwrap_err(),
+            stage().decide(&mut empty).unwrap_err(),
             WardenError::InvalidEndUser(_)
         ));
     }

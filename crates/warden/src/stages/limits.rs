@@ -54,14 +54,11 @@ impl Limits {
             .clone()
             .or_else(|| crate::stages::key_scope::model_in_path(ctx));
 
-        // A tier claim names one of the configured tiers; anything else gets the default.
-        let claimed = ctx.user_claims.as_ref().and_then(|c| c.tier.as_deref());
-        // A throttled user's lower tier (user_standing) wins over their own.
+        // A throttled user's lower tier (user_standing) wins over their own (end_user).
         let tier_name = ctx
             .tier_override
             .as_deref()
-            .or(claimed.filter(|t| self.config.tiers.contains_key(*t)))
-            .or(key_limits.and_then(|k| k.tier.as_deref()))
+            .or(ctx.tier.as_deref())
             .unwrap_or(&self.config.default_tier)
             .to_owned();
         let tier = self.config.tiers.get(&tier_name);

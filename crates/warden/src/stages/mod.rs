@@ -6,6 +6,7 @@ pub mod end_user;
 pub mod key_scope;
 pub mod limits;
 pub mod local_filters;
+pub mod lockdown;
 pub mod moderation;
 pub mod network_policy;
 pub mod read_body;

@@ -51,6 +51,7 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
         limit_ticket: None,
         trail: Vec::new(),
         findings: Vec::new(),
+        tier: None,
         tier_override: None,
         response_headers: Vec::new(),
         country: None,

@@ -15,33 +15,11 @@ pub const STANDING_HEADER: HeaderName = HeaderName::from_static("x-warden-user-s
 
 pub struct UserStanding {
     enforcement: Arc<Enforcement>,
-    lockdown: crate::lockdown::Lockdown,
 }
 
 impl UserStanding {
-    pub fn new(enforcement: Arc<Enforcement>, lockdown: crate::lockdown::Lockdown) -> Self {
-        Self {
-            enforcement,
-            lockdown,
-        }
-    }
-
-    /// Lockdown admits only end users Warden has seen before; a new one is refused and
-    /// not recorded, so retrying does not make them known.
-    async fn admit_known(&self, ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
-        let (Some(key), Some(user)) = (ctx.key.as_deref(), ctx.end_user.as_ref()) else {
-            return self.decide(ctx);
-        };
-        let known = self.enforcement.known(&key.name, &user.id).await.map_err(|err| {
-            tracing::error!(%err, "lockdown: cannot tell whether the end user is new; refusing");
-            WardenError::Internal
-        })?;
-        if !known {
-            return Err(WardenError::Lockdown {
-                tier: Some("new end user".into()),
-            });
-        }
-        self.decide(ctx)
+    pub fn new(enforcement: Arc<Enforcement>) -> Self {
+        Self { enforcement }
     }
 
     fn decide(&self, ctx: &mut RequestContext) -> Result<Verdict, WardenError> {
@@ -88,9 +66,6 @@ impl Stage for UserStanding {
     }
 
     fn run<'a>(&'a self, ctx: &'a mut RequestContext) -> Step<'a> {
-        if self.lockdown.is_on() && ctx.end_user.is_some() {
-            return Step::Pending(Box::pin(self.admit_known(ctx)));
-        }
         Step::Ready(self.decide(ctx))
     }
 }
