@@ -39,6 +39,8 @@ pub struct NewKey {
     project: Option<String>,
     #[serde(default)]
     activate: bool,
+    /// Rotate through OpenAI's Admin API when the key is this many days old.
+    rotate_every_days: Option<i64>,
 }
 
 pub async fn add(
@@ -86,6 +88,8 @@ pub async fn add(
         state: "standby".into(),
         created_ms: now,
         updated_ms: now,
+        rotate_every_days: new.rotate_every_days,
+        ..Default::default()
     };
     match gateway.store.add_upstream_key(&stored).await {
         Ok(()) => {}

@@ -232,6 +232,7 @@ pub async fn add(
             state: "standby".into(),
             created_ms: now,
             updated_ms: now,
+            ..Default::default()
         })
         .await?;
     if activate {

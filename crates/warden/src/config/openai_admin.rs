@@ -74,7 +74,7 @@ impl Default for OpenaiAdminConfig {
             settle_delay: Duration::from_secs(120),
             clock_skew: Duration::from_secs(60),
             tolerance_requests: 5,
-            tolerance_tokens: 2000,
+            tolerance_tokens: 20_000,
             tolerance_ratio: 0.02,
             rotate_on_leak: false,
             rotation_overlap: Duration::from_secs(3600),

@@ -3,4 +3,6 @@
 //! keys, key age and real spend (see `docs/key-hygiene.md`).
 
 pub mod client;
+pub mod ledger;
+pub mod reconcile;
 pub mod wire;
