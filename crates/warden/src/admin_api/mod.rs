@@ -6,6 +6,7 @@ pub mod auth;
 mod cases;
 pub mod envelope;
 pub mod guessing;
+mod key_hygiene;
 mod keys;
 mod overview;
 mod reload;
@@ -70,6 +71,19 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route(
             "/admin/v1/upstream-keys/{name}/retire",
             post(upstream_keys::retire),
+        )
+        .route("/admin/v1/upstream-keys/hygiene", get(key_hygiene::status))
+        .route(
+            "/admin/v1/upstream-keys/hygiene/run",
+            post(key_hygiene::run),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/rotate",
+            post(key_hygiene::rotate),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/schedule",
+            post(key_hygiene::schedule),
         )
         .route(
             "/admin/v1/lockdown",

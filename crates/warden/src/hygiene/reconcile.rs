@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::openai_admin::OpenaiAdminConfig;
 use crate::store::MinuteCounts;
 
+/// Counts per key name and minute start (Unix seconds).
+pub type PerKeyMinute = HashMap<String, BTreeMap<i64, MinuteCounts>>;
+
 /// Usage on one key that Warden did not send, in one bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Excess {
@@ -53,8 +56,8 @@ pub fn skew_minutes(config: &OpenaiAdminConfig) -> i64 {
 /// of `openai` are judged, `warden` should reach `skew_minutes` further on both sides.
 pub fn compare(
     config: &OpenaiAdminConfig,
-    openai: &HashMap<String, BTreeMap<i64, MinuteCounts>>,
-    warden: &HashMap<String, BTreeMap<i64, MinuteCounts>>,
+    openai: &PerKeyMinute,
+    warden: &PerKeyMinute,
     (first, end): (i64, i64),
 ) -> (Vec<Excess>, Compared) {
     let k = skew_minutes(config);
@@ -130,12 +133,7 @@ mod tests {
         }
     }
 
-    fn add(
-        map: &mut HashMap<String, BTreeMap<i64, MinuteCounts>>,
-        key: &str,
-        at: i64,
-        c: MinuteCounts,
-    ) {
+    fn add(map: &mut PerKeyMinute, key: &str, at: i64, c: MinuteCounts) {
         let minute = at - at.rem_euclid(60);
         map.entry(key.into())
             .or_default()
@@ -147,12 +145,7 @@ mod tests {
     /// A day of traffic seen by both sides, with up to 45 s of clock skew per request,
     /// streams cut before their usage (Warden knows no tokens), and the newest minutes
     /// still partial at OpenAI.
-    fn a_day(
-        now: i64,
-    ) -> (
-        HashMap<String, BTreeMap<i64, MinuteCounts>>,
-        HashMap<String, BTreeMap<i64, MinuteCounts>>,
-    ) {
+    fn a_day(now: i64) -> (PerKeyMinute, PerKeyMinute) {
         let mut rng = fastrand::Rng::with_seed(17);
         let (mut openai, mut warden) = (HashMap::new(), HashMap::new());
         let start = now - 86_400 - 600;

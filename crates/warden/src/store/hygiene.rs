@@ -152,3 +152,22 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// A named value in `settings`, if set.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+                .bind(name).fetch_optional(pool).await?;
+            Ok(row.map(|r| r.try_get::<String, _>("value")).transpose()?)
+        })
+    }
+
+    /// Sets a named value in `settings`, replacing what was there.
+    pub async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let sql = "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                   ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+        on_pool!(self, pool => sqlx::query(sql).bind(name).bind(value).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}
