@@ -202,6 +202,18 @@ impl Handle {
         input_tokens: u64,
         output_tokens: u64,
     ) -> anyhow::Result<()> {
+        self.add_usage_at(key, text::now(), requests, input_tokens, output_tokens)
+    }
+
+    /// Counts usage on `key` at `at` (Unix seconds), e.g. to replay a day of history.
+    pub fn add_usage_at(
+        &self,
+        key: &str,
+        at: u64,
+        requests: u64,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> anyhow::Result<()> {
         let (id, project) = self
             .app
             .org
@@ -213,9 +225,7 @@ impl Handle {
             input_tokens,
             output_tokens,
         };
-        self.app
-            .org
-            .count(&id, &project, text::now(), &served, requests);
+        self.app.org.count(&id, &project, at, &served, requests);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ mod report;
 mod risk;
 mod store_guard;
 mod upstream_keys;
+pub use upstream_keys::row as upstream_key_row;
 mod users;
 
 use std::sync::Arc;

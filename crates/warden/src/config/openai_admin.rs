@@ -20,7 +20,7 @@ section! {
         tolerance_tokens: u64,
         tolerance_ratio: f64,
         rotate_on_leak: bool,
-        rotation_overlap_minutes: u64,
+        rotation_overlap_secs: u64,
         max_key_age_days: u64,
         cost_drift_ratio: f64,
         cost_drift_min_usd: f64,
@@ -123,12 +123,13 @@ pub fn validate(value: Option<&toml::Value>, problems: &mut Problems) -> OpenaiA
         1,
     );
     let clock_skew = secs(raw.clock_skew_secs, d.clock_skew, "clock_skew_secs", 0, 1);
+    // Replicas switch keys within a second; requests already sent must finish first.
     let rotation_overlap = secs(
-        raw.rotation_overlap_minutes,
+        raw.rotation_overlap_secs,
         d.rotation_overlap,
-        "rotation_overlap_minutes",
-        0,
-        60,
+        "rotation_overlap_secs",
+        2,
+        1,
     );
     let max_key_age = match raw.max_key_age_days {
         Some(0) => None,

@@ -45,12 +45,27 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// OpenAI key id → Warden's name for it.
-    pub fn names_by_id(&self) -> HashMap<String, String> {
-        self.managed
+    /// Warden's name for each of its names: one OpenAI key may be held under several
+    /// (the environment key also sealed in the vault); they are counted together, under
+    /// the vault's name when there is one.
+    pub fn aliases(&self) -> (HashMap<String, String>, HashMap<String, String>) {
+        let mut by_id: HashMap<String, String> = HashMap::new();
+        for m in &self.managed {
+            by_id
+                .entry(m.api_key_id.clone())
+                .and_modify(|name| {
+                    if name.starts_with('(') && !m.name.starts_with('(') {
+                        *name = m.name.clone();
+                    }
+                })
+                .or_insert_with(|| m.name.clone());
+        }
+        let alias = self
+            .managed
             .iter()
-            .map(|m| (m.api_key_id.clone(), m.name.clone()))
-            .collect()
+            .filter_map(|m| Some((m.name.clone(), by_id.get(&m.api_key_id)?.clone())))
+            .collect();
+        (by_id, alias)
     }
 }
 
@@ -80,24 +95,18 @@ pub async fn take(
 }
 
 fn classify(inventory: &mut Inventory, project: &str, key: ProjectApiKey, held: &[Held]) {
-    let by_id = held.iter().find(|h| {
-        h.vault
-            .as_ref()
-            .is_some_and(|v| v.openai_key_id.as_deref() == Some(key.id.as_str()))
-    });
-    let owner = by_id.or_else(|| held.iter().find(|h| key.matches(h.secret.expose())));
-    match owner {
-        Some(h) => {
-            if by_id.is_none() && h.vault.is_some() {
-                inventory.discovered.push((h.name.clone(), key.id.clone()));
-            }
-            inventory.managed.push(Managed {
-                name: h.name.clone(),
-                api_key_id: key.id,
-                project: project.to_owned(),
-            });
-        }
-        None => inventory.unmanaged.push(Unmanaged {
+    let owners: Vec<&Held> = held
+        .iter()
+        .filter(|h| {
+            let by_id = h
+                .vault
+                .as_ref()
+                .is_some_and(|v| v.openai_key_id.as_deref() == Some(key.id.as_str()));
+            by_id || key.matches(h.secret.expose())
+        })
+        .collect();
+    if owners.is_empty() {
+        inventory.unmanaged.push(Unmanaged {
             owner: key.owner_label(),
             api_key_id: key.id,
             project: project.to_owned(),
@@ -105,6 +114,19 @@ fn classify(inventory: &mut Inventory, project: &str, key: ProjectApiKey, held: 
             redacted_value: key.redacted_value,
             created_at: key.created_at,
             last_used_at: key.last_used_at,
-        }),
+        });
+        return;
+    }
+    for h in owners {
+        if let Some(vault) = &h.vault {
+            if vault.openai_key_id.as_deref() != Some(key.id.as_str()) {
+                inventory.discovered.push((h.name.clone(), key.id.clone()));
+            }
+        }
+        inventory.managed.push(Managed {
+            name: h.name.clone(),
+            api_key_id: key.id.clone(),
+            project: project.to_owned(),
+        });
     }
 }

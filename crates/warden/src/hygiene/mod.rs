@@ -77,6 +77,8 @@ pub struct Hygiene {
     reported: Mutex<HashSet<String>>,
     /// One pass at a time (the loop, the admin API's "run now", a rotation).
     running: tokio::sync::Mutex<()>,
+    /// Events made without an event log (the CLI), for the caller to store.
+    pending: Mutex<Vec<EventRecord>>,
 }
 
 impl Hygiene {
@@ -111,6 +113,7 @@ impl Hygiene {
             ledger: Arc::default(),
             reported: Mutex::default(),
             running: tokio::sync::Mutex::new(()),
+            pending: Mutex::default(),
         })
     }
 
@@ -119,6 +122,25 @@ impl Hygiene {
     pub fn connect(&mut self, alerts: Alerts, events: EventLog) {
         self.alerts = Some(alerts);
         self.events = Some(events);
+    }
+
+    /// Events recorded while no event log was connected (the CLI stores them itself).
+    pub fn take_pending_events(&self) -> Vec<EventRecord> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    fn record(&self, event: EventRecord) {
+        match &self.events {
+            Some(events) => events.record(event),
+            None => {
+                if let Ok(mut pending) = self.pending.lock() {
+                    pending.push(event);
+                }
+            }
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -302,7 +324,7 @@ impl Hygiene {
         inventory: &Inventory,
         status: &mut Status,
     ) -> anyhow::Result<()> {
-        let names = inventory.names_by_id();
+        let (names, alias) = inventory.aliases();
         let now = now_ms() / 1000;
         let (first, end) = reconcile::window(&self.config, now);
         if end <= first {
@@ -335,6 +357,7 @@ impl Hygiene {
         let k = reconcile::skew_minutes(&self.config) * 60;
         let mut warden = reconcile::PerKeyMinute::new();
         for (name, minute, counts) in self.store.upstream_usage(first - k, end + k).await? {
+            let name = alias.get(&name).cloned().unwrap_or(name);
             warden
                 .entry(name)
                 .or_default()
@@ -414,8 +437,8 @@ impl Hygiene {
         if !note.event {
             return;
         }
-        if let Some(events) = &self.events {
-            events.record(EventRecord {
+        {
+            self.record(EventRecord {
                 request_id: format!("whk_{:032x}", fastrand::u128(..)),
                 at_ms: now_ms(),
                 kind: "alert",
@@ -432,8 +455,8 @@ impl Hygiene {
     /// Records one rotation step as an event of kind `admin` (reason `upstream_key_*`).
     fn step(&self, reason: &'static str, key: &str, outcome: &'static str, detail: Value) {
         tracing::info!(reason, key, %detail, "key rotation");
-        if let Some(events) = &self.events {
-            events.record(EventRecord {
+        {
+            self.record(EventRecord {
                 request_id: format!("whk_{:032x}", fastrand::u128(..)),
                 at_ms: now_ms(),
                 kind: "admin",
