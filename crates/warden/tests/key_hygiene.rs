@@ -196,7 +196,7 @@ async fn a_day_of_matching_traffic_raises_no_alert() {
         "{report}"
     );
     assert!(alerts_of(&seen, "upstream_key_used_elsewhere").is_empty());
-    println!("replayed {replayed} requests over a day + 12 live: no false alert");
+    eprintln!("replayed {replayed} requests over a day + 12 live: no false alert");
 }
 
 #[tokio::test]
@@ -237,7 +237,7 @@ async fn outside_usage_on_one_key_raises_one_alert_naming_it_and_unmanaged_keys_
     let alerts = alerts_of(&seen, "upstream_key_used_elsewhere");
     let (at, alert) = &alerts[0];
     let latency = at.duration_since(injected);
-    println!(
+    eprintln!(
         "leak found {:.1}s after the outside traffic (poll every {poll}s)",
         latency.as_secs_f64()
     );
@@ -283,7 +283,7 @@ async fn outside_usage_on_one_key_raises_one_alert_naming_it_and_unmanaged_keys_
 }
 
 #[tokio::test]
-async fn rotation_under_load_fails_no_request_and_deletes_the_old_key_upstream() {
+async fn a_scheduled_rotation_under_load_fails_no_request_and_deletes_the_old_key_upstream() {
     let upstream = standin();
     let (hook, seen) = receiver().await;
     let w = start(
@@ -349,14 +349,32 @@ async fn rotation_under_load_fails_no_request_and_deletes_the_old_key_upstream()
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (status, rotated) = admin(
-        &w,
-        reqwest::Method::POST,
-        "/admin/v1/upstream-keys/primary/rotate",
+    // The key was added 31 days ago: the schedule (every 30 days) makes it due now.
+    let url = format!("sqlite://{}", w.dir.path().join("warden.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE upstream_keys SET created_ms = created_ms - 31 * 86400000 WHERE name = 'primary'",
     )
-    .await;
-    assert_eq!(status, 200, "{rotated}");
-    let new_name = rotated["new_key"].as_str().unwrap().to_owned();
+    .execute(&pool)
+    .await
+    .unwrap();
+    let new_name = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, keys) = admin(&w, reqwest::Method::GET, "/admin/v1/upstream-keys").await;
+            let active = keys["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["state"] == "active")
+                .and_then(|k| k["name"].as_str().map(str::to_owned));
+            if let Some(name) = active.filter(|n| n != "primary") {
+                break name;
+            }
+            assert!(Instant::now() < deadline, "no scheduled rotation: {keys}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     assert!(new_name.starts_with("primary-"), "{new_name}");
     // Through the switch and past the overlap, when the old key stops working upstream.
     let deleted = Instant::now();
@@ -366,7 +384,7 @@ async fn rotation_under_load_fails_no_request_and_deletes_the_old_key_upstream()
         || !upstream.key_is_live(UPSTREAM_KEY),
     )
     .await;
-    println!(
+    eprintln!(
         "old key deleted upstream {:.1}s after the rotation (overlap 3s)",
         deleted.elapsed().as_secs_f64()
     );
@@ -377,7 +395,7 @@ async fn rotation_under_load_fails_no_request_and_deletes_the_old_key_upstream()
         statuses.extend(worker.await.unwrap());
     }
     let failed = statuses.iter().filter(|s| **s != 200).count();
-    println!(
+    eprintln!(
         "{} requests during the rotation, {failed} failed",
         statuses.len()
     );
@@ -552,6 +570,58 @@ async fn a_failing_admin_api_leaves_the_active_key_and_service_unchanged() {
         (status, error["error"]["code"].as_str()),
         (404, Some("upstream_key_not_found"))
     );
+    // Once the Admin API answers again, `rotate --now` from the CLI (no gateway involved).
+    let cleared = client()
+        .delete(format!("http://{}/_standin/faults", upstream.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status().as_u16(), 204);
+    let rotated = w.cli(&[
+        "upstream-keys",
+        "rotate",
+        "primary",
+        "--now",
+        "--config",
+        &config,
+    ]);
+    let out = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(out.contains("rotated 'primary' to 'primary-"), "{out}");
+    let (_, keys) = admin(&w, reqwest::Method::GET, "/admin/v1/upstream-keys").await;
+    let active: Vec<&Value> = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1);
+    assert!(
+        active[0]["name"].as_str().unwrap().starts_with("primary-"),
+        "{keys}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(chat(&w, "after-rotation").await, 200);
+        let last = upstream
+            .requests()
+            .iter()
+            .rev()
+            .find(|r| r.path == "/v1/chat/completions")
+            .and_then(|r| r.header("authorization").map(str::to_owned));
+        if last.as_deref() != Some(format!("Bearer {UPSTREAM_KEY}").as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never switched to the rotated key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
