@@ -280,6 +280,26 @@ async fn outside_usage_on_one_key_raises_one_alert_naming_it_and_unmanaged_keys_
             .count()
     });
     assert_eq!(leak_events, 1, "{events}");
+    // The evidence report carries the section.
+    let report = client()
+        .get(format!(
+            "{}/admin/v1/report?since={}&format=md",
+            w.admin,
+            time::OffsetDateTime::now_utc().date()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(report.contains("## Upstream key hygiene"), "{report}");
+    assert!(report.contains(unmanaged_id.as_str()), "{report}");
+    assert!(
+        report.contains("Usage of Warden's keys that did not come through Warden"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
