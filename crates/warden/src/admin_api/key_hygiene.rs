@@ -27,7 +27,7 @@ pub async fn rotate(
 ) -> Result<Json<Value>, ApiError> {
     match gateway.hygiene.rotate(&name, "manual").await {
         Ok(new) => Ok(Json(json!({"rotated": name, "new_key": new,
-            "old_deleted_after_minutes": gateway.hygiene.rotation_overlap().as_secs() / 60}))),
+            "old_deleted_after_secs": gateway.hygiene.rotation_overlap().as_secs()}))),
         Err(err) => {
             let status = match &err {
                 RotationError::NotFound(_) => StatusCode::NOT_FOUND,

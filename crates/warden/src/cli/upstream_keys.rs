@@ -276,7 +276,7 @@ async fn remote(command: UpstreamKeysCommand, api: &AdminClient) -> anyhow::Resu
                     json!({}),
                 )
                 .await?;
-            let overlap = answer["old_deleted_after_minutes"].as_u64().unwrap_or(0) * 60;
+            let overlap = answer["old_deleted_after_secs"].as_u64().unwrap_or(0);
             rotated_message(&name, answer["new_key"].as_str().unwrap_or("?"), overlap);
             Ok(())
         }
