@@ -115,11 +115,12 @@ pub fn validate(value: Option<&toml::Value>, problems: &mut Problems) -> OpenaiA
         1,
     );
     let lookback = secs(raw.lookback_minutes, d.lookback, "lookback_minutes", 2, 60);
+    // Warden's own counts reach the store every 2 s: a bucket judged sooner would miss them.
     let settle_delay = secs(
         raw.settle_delay_secs,
         d.settle_delay,
         "settle_delay_secs",
-        0,
+        3,
         1,
     );
     let clock_skew = secs(raw.clock_skew_secs, d.clock_skew, "clock_skew_secs", 0, 1);

@@ -206,7 +206,11 @@ impl Hygiene {
                 }
                 Err(err) => status.errors.push(format!("inventory: {err}")),
             }
-            self.rotate_due(&keys, &mut status).await;
+            // Read again: a leak may have rotated a key just now.
+            match self.store.upstream_keys().await {
+                Ok(keys) => self.rotate_due(&keys, &mut status).await,
+                Err(err) => status.errors.push(format!("store: {err}")),
+            }
             self.delete_due(&mut status).await;
             if let Err(err) = self.costs(client, &mut status).await {
                 status.errors.push(format!("costs: {err}"));
