@@ -762,3 +762,40 @@ async fn hygiene_tables_work_on_postgres() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn two_replicas_on_postgres_send_one_leak_alert_and_one_unmanaged_alert() {
+    let upstream = standin();
+    let (unmanaged_id, _) = upstream.add_user_key(standin::DEFAULT_PROJECT, "cluster-laptop");
+    let (hook, seen) = receiver().await;
+    let config = format!(
+        "[limits]\nenabled = false\n[openai_admin]\nkey_env = \"T_OPENAI_ADMIN\"\nreconcile_every_secs = 2\nsettle_delay_secs = 5\nlookback_minutes = 10\n[alerts]\nmax_per_minute = 1000\n[[alerts.webhooks]]\nurl = \"{hook}\"\nformat = \"json\"\n"
+    );
+    let replica = || {
+        Warden::start_with(Options {
+            storage_url: Some(postgres_url()),
+            upstream_url: Some(upstream.base_url()),
+            extra_toml: config.clone(),
+            extra_env: vec![("T_OPENAI_ADMIN".into(), ADMIN_KEY.into())],
+            ..Default::default()
+        })
+    };
+    let (_one, _two) = (replica(), replica());
+    let leaked_at = now() - 150;
+    upstream
+        .add_usage_at(UPSTREAM_KEY, leaked_at, 25, 5_000, 1_000)
+        .unwrap();
+    eventually("the leak alert", Duration::from_secs(20), || {
+        !alerts_of(&seen, "upstream_key_used_elsewhere").is_empty()
+    })
+    .await;
+    // Both replicas run several passes more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let leaks = alerts_of(&seen, "upstream_key_used_elsewhere");
+    assert_eq!(leaks.len(), 1, "one alert for the cluster: {leaks:?}");
+    let unmanaged: Vec<_> = alerts_of(&seen, "upstream_key_unmanaged")
+        .into_iter()
+        .filter(|(_, a)| a["fields"]["api_key_id"] == unmanaged_id.as_str())
+        .collect();
+    assert_eq!(unmanaged.len(), 1, "{unmanaged:?}");
+}

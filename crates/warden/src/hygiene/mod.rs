@@ -40,6 +40,10 @@ use inventory::{Held, Inventory};
 /// Where the last pass's status is kept, so the report and every replica can read it.
 pub const STATUS_SETTING: &str = "key_hygiene_status";
 const USAGE_KINDS: [&str; 2] = ["completions", "embeddings"];
+/// `settings` rows naming findings already reported by some replica.
+const REPORTED_PREFIX: &str = "hygiene_reported:";
+/// How long those rows are kept (longer than any lookback).
+const REPORTED_KEEP_MS: i64 = 8 * 86_400_000;
 /// Most excess buckets kept in the status (newest first).
 const MAX_LISTED: usize = 50;
 
@@ -192,12 +196,16 @@ impl Hygiene {
             }
         };
         self.check_age(&keys, &mut status);
+        let cutoff = format!("{:020}", now_ms() - REPORTED_KEEP_MS);
+        if let Err(err) = self.store.prune_settings(REPORTED_PREFIX, &cutoff).await {
+            tracing::debug!(%err, "could not prune reported findings");
+        }
         if let Some(client) = &self.client {
             let held = self.held(&keys);
             match inventory::take(client, &self.config.projects, &held).await {
                 Ok(inventory) => {
                     self.remember_ids(&inventory).await;
-                    self.report_unmanaged(&inventory);
+                    self.report_unmanaged(&inventory).await;
                     if let Err(err) = self.reconcile(client, &inventory, &mut status).await {
                         status.errors.push(format!("reconciliation: {err}"));
                     }
@@ -268,6 +276,24 @@ impl Hygiene {
         }
     }
 
+    /// Whether this replica is the first in the cluster to report `what`: the insert of
+    /// a row in `settings` decides, so several replicas send one alert and one event.
+    /// Without an answer from the store it reports (a duplicate beats silence).
+    async fn first_in_cluster(&self, what: String) -> bool {
+        if !self.first_time(what.clone()) {
+            return false;
+        }
+        let token = format!("{:020}:{:016x}", now_ms(), fastrand::u64(..));
+        let name = format!("{REPORTED_PREFIX}{what}");
+        match self.store.setting_or_insert(&name, &token).await {
+            Ok(stored) => stored == token,
+            Err(err) => {
+                tracing::warn!(%err, "could not check whether another replica reported this");
+                true
+            }
+        }
+    }
+
     fn first_time(&self, what: String) -> bool {
         self.reported
             .lock()
@@ -307,8 +333,14 @@ impl Hygiene {
         }
     }
 
-    fn report_unmanaged(&self, inventory: &Inventory) {
+    async fn report_unmanaged(&self, inventory: &Inventory) {
         for key in &inventory.unmanaged {
+            if !self
+                .first_in_cluster(format!("unmanaged:{}", key.api_key_id))
+                .await
+            {
+                continue;
+            }
             self.note(Note {
                 kind: "upstream_key_unmanaged",
                 dedup: format!("upstream_key_unmanaged:{}", key.api_key_id),
@@ -317,7 +349,7 @@ impl Hygiene {
                 title: format!("Unmanaged OpenAI key {} ({}) in project {}", key.api_key_id, key.redacted_value, key.project),
                 text: format!("The project {} holds the key {} ({}, owner {}) that Warden does not manage; any traffic on it bypasses Warden, and it may be the leak. Delete it in OpenAI's dashboard if nobody needs it.", key.project, key.api_key_id, key.redacted_value, key.owner),
                 fields: serde_json::to_value(key).unwrap_or_default(),
-                event: self.first_time(format!("unmanaged:{}", key.api_key_id)),
+                event: true,
             });
         }
     }
@@ -389,7 +421,10 @@ impl Hygiene {
                 "openai_tokens": excess.openai.tokens(), "warden_tokens": excess.warden.tokens(),
             });
             status.excess.push(fields.clone());
-            if !self.first_time(format!("excess:{}:{}", excess.key, excess.minute)) {
+            if !self
+                .first_in_cluster(format!("excess:{}:{}", excess.key, excess.minute))
+                .await
+            {
                 continue;
             }
             self.note(Note {

@@ -163,6 +163,14 @@ impl Store {
         })
     }
 
+    /// Deletes the `settings` rows named `prefix…` whose value sorts before `before`.
+    pub async fn prune_settings(&self, prefix: &str, before: &str) -> Result<(), StoreError> {
+        let sql = "DELETE FROM settings WHERE name LIKE $1 AND value < $2";
+        let pattern = format!("{prefix}%");
+        on_pool!(self, pool => sqlx::query(sql).bind(&pattern).bind(before).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
     /// Sets a named value in `settings`, replacing what was there.
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
         let sql = "INSERT INTO settings (name, value) VALUES ($1, $2) \
