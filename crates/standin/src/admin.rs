@@ -390,6 +390,7 @@ fn usage(org: &Org, kind: UsageKind, query: &Query) -> Result<Response, ApiError
     let object = match kind {
         UsageKind::Completions => "organization.usage.completions.result",
         UsageKind::Embeddings => "organization.usage.embeddings.result",
+        UsageKind::Images => "organization.usage.images.result",
     };
     let buckets = starts
         .iter()
@@ -419,6 +420,12 @@ fn usage(org: &Org, kind: UsageKind, query: &Query) -> Result<Response, ApiError
                     let mut r = json!({"object": object, "input_tokens": c.input_tokens,
                         "num_model_requests": c.requests, "project_id": project,
                         "user_id": null, "api_key_id": key, "model": null});
+                    if kind == UsageKind::Images {
+                        r["images"] = json!(c.output_tokens);
+                        r["input_tokens"] = json!(0);
+                        r["source"] = Value::Null;
+                        r["size"] = Value::Null;
+                    }
                     if kind == UsageKind::Completions {
                         r["output_tokens"] = json!(c.output_tokens);
                         r["input_cached_tokens"] = json!(0);

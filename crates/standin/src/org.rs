@@ -19,6 +19,8 @@ pub const DEFAULT_KEY_ID: &str = "key_standin";
 pub enum UsageKind {
     Completions,
     Embeddings,
+    /// Counted in images (`output_tokens` carries the number of images).
+    Images,
 }
 
 impl UsageKind {
@@ -26,6 +28,7 @@ impl UsageKind {
         match text {
             "completions" => Some(UsageKind::Completions),
             "embeddings" => Some(UsageKind::Embeddings),
+            "images" => Some(UsageKind::Images),
             _ => None,
         }
     }
@@ -235,6 +238,10 @@ fn price(model: &str) -> (f64, f64) {
         ("text-embedding-3-small", 0.02, 0.0),
         ("text-embedding-3-large", 0.13, 0.0),
     ];
+    if model == "gpt-image-1" {
+        // Per image, carried as output "tokens": 0.04 USD each.
+        return (0.0, 40_000.0);
+    }
     PRICES
         .iter()
         .find(|(prefix, _, _)| model.starts_with(prefix))

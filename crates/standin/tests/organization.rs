@@ -109,6 +109,34 @@ async fn usage_reports_what_was_served_per_key_plus_outside_traffic() {
         "organization.usage.completions.result"
     );
 
+    let (status, _) = call(
+        s.addr(),
+        Method::POST,
+        "/v1/images/generations",
+        KEY,
+        Some(json!({"prompt": "a cat", "n": 3})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let images_path = format!("/v1/organization/usage/images?start_time={start}&bucket_width=1m&group_by=api_key_id&limit=5");
+    let (status, page) = call(s.addr(), Method::GET, &images_path, ADMIN, None).await;
+    assert_eq!(status, 200, "{page}");
+    let results: Vec<&Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["results"].as_array().unwrap())
+        .collect();
+    assert_eq!(results.len(), 1, "{page}");
+    assert_eq!(results[0]["object"], "organization.usage.images.result");
+    assert_eq!(
+        (
+            results[0]["num_model_requests"].as_u64(),
+            results[0]["images"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+
     s.add_outside_usage(KEY, 40, 1000, 500).unwrap();
     let (_, page) = call(s.addr(), Method::GET, &path, ADMIN, None).await;
     let requests: u64 = page["data"]

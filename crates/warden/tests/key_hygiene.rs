@@ -451,7 +451,12 @@ async fn a_scheduled_rotation_under_load_fails_no_request_and_deletes_the_old_ke
         "only the new key is left upstream"
     );
 
-    for kind in ["upstream_key_rotated", "upstream_key_deleted"] {
+    for kind in [
+        "upstream_key_rotation_started",
+        "upstream_key_created",
+        "upstream_key_rotated",
+        "upstream_key_deleted",
+    ] {
         eventually(kind, Duration::from_secs(10), || {
             !alerts_of(&seen, kind).is_empty()
         })

@@ -101,6 +101,7 @@ impl ObserverFactory for CountSent {
                 | Endpoint::Responses
                 | Endpoint::Completions
                 | Endpoint::Embeddings
+                | Endpoint::ImagesGenerations
         );
         if !billed || !head.status.is_success() {
             return None;

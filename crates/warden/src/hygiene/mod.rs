@@ -39,7 +39,8 @@ use inventory::{Held, Inventory};
 
 /// Where the last pass's status is kept, so the report and every replica can read it.
 pub const STATUS_SETTING: &str = "key_hygiene_status";
-const USAGE_KINDS: [&str; 2] = ["completions", "embeddings"];
+/// The Usage APIs read; images count requests only (their result has no tokens).
+const USAGE_KINDS: [&str; 3] = ["completions", "embeddings", "images"];
 /// `settings` rows naming findings already reported by some replica.
 const REPORTED_PREFIX: &str = "hygiene_reported:";
 /// How long those rows are kept (longer than any lookback).

@@ -153,12 +153,24 @@ impl Hygiene {
             .replace('T', "-");
         let base: String = lineage.chars().take(64 - stamp.len() - 1).collect();
         let new_name = format!("{base}-{stamp}");
+        let started =
+            json!({"key": old.name, "reason": reason, "new": new_name, "project": project});
         self.step(
             "upstream_key_rotation_started",
             &old.name,
             "allowed",
-            json!({"reason": reason, "new": new_name, "project": project}),
+            started.clone(),
         );
+        self.note(super::Note {
+            kind: "upstream_key_rotation_started",
+            dedup: format!("upstream_key_rotation_started:{}", old.name),
+            severity: Severity::Info,
+            key: Some(&old.name),
+            title: format!("Rotating upstream key '{}' ({reason})", old.name),
+            text: format!("A new key for project {project} is being created through OpenAI's Admin API; '{}' stays in use until it is ready.", old.name),
+            fields: started,
+            event: false,
+        });
         let created = client
             .create_service_account(project, &format!("warden {new_name}"))
             .await?;
@@ -195,7 +207,21 @@ impl Hygiene {
             }
             return Err(err);
         }
-        self.step("upstream_key_created", &new_name, "allowed", json!({"api_key_id": created.api_key.id, "service_account": created.id, "project": project, "replaces": old.name}));
+        let made = json!({"key": new_name, "api_key_id": created.api_key.id, "service_account": created.id, "project": project, "replaces": old.name});
+        self.step("upstream_key_created", &new_name, "allowed", made.clone());
+        self.note(super::Note {
+            kind: "upstream_key_created",
+            dedup: format!("upstream_key_created:{new_name}"),
+            severity: Severity::Info,
+            key: Some(&new_name),
+            title: format!("New upstream key '{new_name}' sealed in the vault"),
+            text: format!(
+                "OpenAI key {} (service account {}) replaces '{}'.",
+                created.api_key.id, created.id, old.name
+            ),
+            fields: made,
+            event: false,
+        });
         let swapped = if old.state == "active" {
             self.store.activate_upstream_key(&new_name, now_ms()).await
         } else {
