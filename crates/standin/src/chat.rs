@@ -2,7 +2,7 @@
 
 use crate::errors::{check_range, parse, ApiError};
 use crate::faults::Fault;
-use crate::routes::json;
+use crate::routes::{json, served};
 use crate::state::App;
 use crate::{sse, text};
 use axum::response::Response;
@@ -193,7 +193,14 @@ pub(crate) fn create(
             include_usage.then_some(usage),
             fault.chunk_chars,
         );
-        return Ok(sse::response(events, fault, app.recorder.clone()));
+        let stream = sse::response(events, fault, app.recorder.clone());
+        return Ok(served(
+            stream,
+            crate::org::UsageKind::Completions,
+            &model,
+            prompt_tokens,
+            completion_tokens,
+        ));
     }
 
     let choices = (0..n)
@@ -209,7 +216,7 @@ pub(crate) fn create(
             finish_reason: "stop",
         })
         .collect();
-    Ok(json(&Completion {
+    let answer = json(&Completion {
         id: &id,
         object: "chat.completion",
         created,
@@ -218,7 +225,14 @@ pub(crate) fn create(
         usage,
         service_tier: "default",
         system_fingerprint: "fp_standin",
-    }))
+    });
+    Ok(served(
+        answer,
+        crate::org::UsageKind::Completions,
+        &model,
+        prompt_tokens,
+        completion_tokens,
+    ))
 }
 
 fn one<'a>(index: usize, delta: Delta<'a>, finish_reason: Option<&'static str>) -> ChunkChoice<'a> {

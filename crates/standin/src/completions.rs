@@ -2,7 +2,7 @@
 
 use crate::errors::{check_range, parse, ApiError};
 use crate::faults::Fault;
-use crate::routes::json;
+use crate::routes::{json, served};
 use crate::state::App;
 use crate::{sse, text};
 use axum::response::Response;
@@ -102,7 +102,14 @@ pub(crate) fn create(
             events.push(sse::data(&with_usage(object(json!([])), usage)));
         }
         events.push(Bytes::from_static(sse::DONE));
-        return Ok(sse::response(events, fault, app.recorder.clone()));
+        let stream = sse::response(events, fault, app.recorder.clone());
+        return Ok(served(
+            stream,
+            crate::org::UsageKind::Completions,
+            &model,
+            prompt_tokens,
+            completion_tokens,
+        ));
     }
 
     let choices: Vec<Value> = texts
@@ -114,7 +121,14 @@ pub(crate) fn create(
     if let Value::Object(fields) = &mut completion {
         fields.insert("usage".into(), usage);
     }
-    Ok(json(&completion))
+    let answer = json(&completion);
+    Ok(served(
+        answer,
+        crate::org::UsageKind::Completions,
+        &model,
+        prompt_tokens,
+        completion_tokens,
+    ))
 }
 
 /// The prompts of a request: a string, strings, a token array, or token arrays.

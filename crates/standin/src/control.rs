@@ -21,6 +21,27 @@ struct QueueFault {
     path: Option<String>,
 }
 
+/// `POST /_standin/usage` body: traffic on a key that did not come through the caller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutsideUsage {
+    /// The key's value (as the leaker would present it).
+    key: String,
+    requests: u64,
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+/// `POST /_standin/keys` body: a key made by hand in the dashboard (owner: a user).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserKey {
+    project: Option<String>,
+    name: String,
+}
+
 /// Answers one control request.
 pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Response {
     let answer = match (method, path) {
@@ -30,6 +51,8 @@ pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Res
             Ok(no_content())
         }
         (&Method::GET, "/_standin/stats") => Ok(json(&app.recorder.stats())),
+        (&Method::POST, "/_standin/usage") => outside_usage(app, body),
+        (&Method::POST, "/_standin/keys") => user_key(app, body),
         (&Method::POST, "/_standin/faults") => queue_fault(app, body),
         (&Method::DELETE, "/_standin/faults") => {
             app.faults.clear();
@@ -40,9 +63,11 @@ pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Res
             app.cases.clear();
             Ok(no_content())
         }
-        (_, "/_standin/requests" | "/_standin/stats" | "/_standin/faults" | "/_standin/cases") => {
-            Err(ApiError::invalid_method(method, path))
-        }
+        (
+            _,
+            "/_standin/requests" | "/_standin/stats" | "/_standin/faults" | "/_standin/cases"
+            | "/_standin/usage" | "/_standin/keys",
+        ) => Err(ApiError::invalid_method(method, path)),
         _ => Err(ApiError::invalid_url(method, path)),
     };
     answer.unwrap_or_else(IntoResponse::into_response)
@@ -61,6 +86,35 @@ fn queue_fault(app: &App, body: &[u8]) -> Result<Response, ApiError> {
         "count": count,
         "path": request.path,
     })))
+}
+
+fn outside_usage(app: &App, body: &[u8]) -> Result<Response, ApiError> {
+    let request: OutsideUsage = parse(body)?;
+    let (id, project) = app
+        .org
+        .key_for(&request.key)
+        .ok_or_else(|| ApiError::invalid_request("no live key with that value").param("key"))?;
+    let served = crate::org::Served {
+        kind: crate::org::UsageKind::Completions,
+        model: "gpt-4o-mini".into(),
+        input_tokens: request.input_tokens,
+        output_tokens: request.output_tokens,
+    };
+    app.org
+        .count(&id, &project, crate::text::now(), &served, request.requests);
+    Ok(json(&json!({"api_key_id": id, "project_id": project})))
+}
+
+fn user_key(app: &App, body: &[u8]) -> Result<Response, ApiError> {
+    let request: UserKey = parse(body)?;
+    let project = request
+        .project
+        .unwrap_or_else(|| crate::org::DEFAULT_PROJECT.into());
+    let value = format!("sk-proj-{}", crate::text::id("").trim_start_matches('_'));
+    let id = app.org.add_key(&project, &request.name, &value, true);
+    Ok(json(
+        &json!({"id": id, "value": value, "project_id": project}),
+    ))
 }
 
 fn no_content() -> Response {

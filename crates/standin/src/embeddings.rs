@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings`: a `list` of deterministic unit vectors, one per input item, as floats or base64.
 
 use crate::errors::{check_range, parse, ApiError};
-use crate::routes::json;
+use crate::routes::{json, served};
 use crate::text;
 use axum::response::Response;
 use base64::Engine as _;
@@ -88,12 +88,19 @@ pub(crate) fn create(body: &[u8]) -> Result<Response, ApiError> {
         })
         .collect();
     let tokens: u64 = items.iter().map(Item::tokens).sum();
-    Ok(json(&json!({
+    let answer = json(&json!({
         "object": "list",
         "data": data,
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    }));
+    Ok(served(
+        answer,
+        crate::org::UsageKind::Embeddings,
+        &model,
+        tokens,
+        0,
+    ))
 }
 
 /// A deterministic unit vector for `seed`.

@@ -1,7 +1,7 @@
 //! `POST /v1/images/generations`: `n` copies of a 1×1 PNG, as `b64_json` (or a data URL when asked for `url`).
 
 use crate::errors::{check_range, parse, ApiError};
-use crate::routes::json;
+use crate::routes::{json, served};
 use crate::text;
 use axum::response::Response;
 use serde::Deserialize;
@@ -42,7 +42,9 @@ pub(crate) fn create(body: &[u8]) -> Result<Response, ApiError> {
     let data: Vec<Value> = (0..n).map(|_| image.clone()).collect();
     let input_tokens = text::tokens(&prompt);
     let output_tokens = 16 * n.unsigned_abs();
-    Ok(json(&json!({
+    // The Images usage API counts images, not tokens: carried as `output_tokens` there.
+    let images = n.unsigned_abs();
+    let answer = json(&json!({
         "created": text::now(),
         "data": data,
         "output_format": "png",
@@ -52,5 +54,12 @@ pub(crate) fn create(body: &[u8]) -> Result<Response, ApiError> {
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
         },
-    })))
+    }));
+    Ok(served(
+        answer,
+        crate::org::UsageKind::Images,
+        "gpt-image-1",
+        0,
+        images,
+    ))
 }

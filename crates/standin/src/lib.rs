@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod cases;
 mod chat;
 mod completions;
@@ -36,6 +37,7 @@ mod faults;
 mod images;
 mod models;
 mod moderations;
+mod org;
 mod record;
 mod responses;
 mod routes;
@@ -43,6 +45,7 @@ mod sse;
 mod state;
 mod text;
 
+pub use org::{DEFAULT_KEY_ID, DEFAULT_PROJECT};
 pub use record::{RecordedRequest, Stats};
 
 use anyhow::Context as _;
@@ -66,8 +69,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct Options {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// When set, every `/v1` call must carry `Authorization: Bearer KEY`.
+    /// When set, every `/v1` call must carry `Authorization: Bearer KEY` (or another live
+    /// key of the organization, e.g. one made through the Admin API).
     pub api_key: Option<String>,
+    /// When set, `/v1/organization/…` (Admin, Usage, Costs) calls must carry it.
+    pub admin_key: Option<String>,
 }
 
 impl Default for Options {
@@ -76,6 +82,7 @@ impl Default for Options {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             api_key: None,
+            admin_key: None,
         }
     }
 }
@@ -85,6 +92,7 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("listen", &self.listen)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -106,7 +114,7 @@ pub fn spawn(options: Options) -> anyhow::Result<Handle> {
         .with_context(|| format!("binding the stand-in to {}", options.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(options.api_key));
+    let app = Arc::new(App::new(options.api_key, options.admin_key));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("standin-worker")
@@ -152,7 +160,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     api_key: Option<String>,
 ) -> anyhow::Result<()> {
-    serve_app(listener, Arc::new(App::new(api_key))).await
+    serve_app(listener, Arc::new(App::new(api_key, None))).await
 }
 
 async fn serve_app(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
@@ -183,6 +191,60 @@ impl Handle {
     /// rotation, as OpenAI accepts old and new keys until the old one is revoked).
     pub fn accept_also(&self, key: &str) {
         self.app.accept_also(key);
+    }
+
+    /// Counts traffic on `key` (its value) that did not come through the caller: a leaked
+    /// key used elsewhere, as the Usage and Costs APIs will report it.
+    pub fn add_outside_usage(
+        &self,
+        key: &str,
+        requests: u64,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> anyhow::Result<()> {
+        self.add_usage_at(key, text::now(), requests, input_tokens, output_tokens)
+    }
+
+    /// Counts usage on `key` at `at` (Unix seconds), e.g. to replay a day of history.
+    pub fn add_usage_at(
+        &self,
+        key: &str,
+        at: u64,
+        requests: u64,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> anyhow::Result<()> {
+        let (id, project) = self
+            .app
+            .org
+            .key_for(key)
+            .ok_or_else(|| anyhow::anyhow!("no live key with that value"))?;
+        let served = org::Served {
+            kind: org::UsageKind::Completions,
+            model: "gpt-4o-mini".into(),
+            input_tokens,
+            output_tokens,
+        };
+        self.app.org.count(&id, &project, at, &served, requests);
+        Ok(())
+    }
+
+    /// Adds a key made by a user in the dashboard (not through the Admin API): for the
+    /// caller, an unmanaged key. Returns its id and value.
+    pub fn add_user_key(&self, project: &str, name: &str) -> (String, String) {
+        let value = format!("sk-proj-{}", text::id("").trim_start_matches('_'));
+        let id = self.app.org.add_key(project, name, &value, true);
+        (id, value)
+    }
+
+    /// Whether a key with this value is live (not deleted through the Admin API).
+    pub fn key_is_live(&self, key: &str) -> bool {
+        self.app.org.key_for(key).is_some()
+    }
+
+    /// The ids of the live keys of a project.
+    pub fn key_ids(&self, project: &str) -> Vec<String> {
+        self.app.org.key_ids(project)
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {

@@ -2,7 +2,7 @@
 
 use crate::errors::{parse, ApiError};
 use crate::faults::Fault;
-use crate::routes::json;
+use crate::routes::{json, served};
 use crate::state::App;
 use crate::{sse, text};
 use axum::response::Response;
@@ -64,6 +64,7 @@ pub(crate) fn create(
             .and_then(Value::as_str)
             .map_or(0, text::tokens);
     let output_tokens = text::tokens(&reply);
+    let billed = model.clone();
 
     let draft = Draft {
         id: text::id("resp_"),
@@ -83,9 +84,23 @@ pub(crate) fn create(
 
     if draft.request.get("stream").and_then(Value::as_bool) == Some(true) {
         let events = stream_events(&draft, &reply, completed, fault.chunk_chars);
-        return Ok(sse::response(events, fault, app.recorder.clone()));
+        let stream = sse::response(events, fault, app.recorder.clone());
+        return Ok(served(
+            stream,
+            crate::org::UsageKind::Completions,
+            &billed,
+            input_tokens,
+            output_tokens,
+        ));
     }
-    Ok(json(&completed))
+    let answer = json(&completed);
+    Ok(served(
+        answer,
+        crate::org::UsageKind::Completions,
+        &billed,
+        input_tokens,
+        output_tokens,
+    ))
 }
 
 /// What every object of one response shares.

@@ -3,7 +3,10 @@
 use crate::errors::ApiError;
 use crate::faults::{self, Fault};
 use crate::state::App;
-use crate::{chat, completions, control, embeddings, images, models, moderations, responses, text};
+use crate::{
+    admin, chat, completions, control, embeddings, images, models, moderations, org, responses,
+    text,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -36,10 +39,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 /// 1. read the body (capped at [`MAX_BODY_BYTES`]);
 /// 2. `/_standin/…` goes to the control API (never recorded, authenticated or faulted);
 /// 3. `/v1/…` is recorded, also when it then fails;
-/// 4. the API key is checked (401 `invalid_api_key`);
+/// 4. the API key is checked (401 `invalid_api_key`): an organization key, or for
+///    `/v1/organization/…` the Admin key;
 /// 5. the fault is taken: a queued one, overridden field by field by `x-standin-fault`;
 /// 6. `delay_ms` is waited out; a `status` fault answers with its error;
-/// 7. the endpoint answers (streams apply `chunk_delay_ms` and `cut_after` themselves);
+/// 7. the endpoint answers (streams apply `chunk_delay_ms` and `cut_after` themselves), and
+///    what a successful call served is counted on its key (the Usage and Costs APIs);
 /// 8. `x-request-id` (and for `/v1` the `x-ratelimit-*` headers) are stamped on the answer.
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -61,10 +66,17 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
 async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Response {
     app.recorder.record(parts, &body);
     let unanswered = Unanswered(Some(app.recorder.clone()));
-    if let Err(error) = app.check_auth(&parts.headers) {
-        return error.into_response();
-    }
     let path = parts.uri.path();
+    let admin = path.starts_with("/v1/organization/");
+    let caller = if admin {
+        app.check_admin(&parts.headers).map(|()| None)
+    } else {
+        app.check_auth(&parts.headers)
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
     let fault = match fault_for(app, path, &parts.headers) {
         Ok(fault) => fault,
         Err(error) => return error.into_response(),
@@ -75,6 +87,14 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
     let mut response = match fault.status {
         Some(429) if fault.insufficient_quota => ApiError::insufficient_quota().into_response(),
         Some(status) => ApiError::for_status(status).into_response(),
+        None if admin => admin::handle(
+            &app.org,
+            &parts.method,
+            path.strip_prefix("/v1").unwrap_or(path),
+            parts.uri.query(),
+            &body,
+        )
+        .unwrap_or_else(IntoResponse::into_response),
         None => endpoint(
             app,
             &parts.method,
@@ -86,6 +106,13 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
         .unwrap_or_else(IntoResponse::into_response),
     };
     fault.decorate(response.headers_mut());
+    if let (Some((key, project)), Some(served)) =
+        (caller, response.extensions().get::<org::Served>())
+    {
+        if response.status().is_success() {
+            app.org.count(&key, &project, text::now(), served, 1);
+        }
+    }
     unanswered.answered();
     response
 }
@@ -187,6 +214,23 @@ fn stamp(headers: &mut HeaderMap, is_v1: bool) {
                 .or_insert(HeaderValue::from_static(value));
         }
     }
+}
+
+/// Marks an answer with what it served, for the organization's usage (see [`org::Served`]).
+pub(crate) fn served(
+    mut response: Response,
+    kind: org::UsageKind,
+    model: &str,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Response {
+    response.extensions_mut().insert(org::Served {
+        kind,
+        model: model.to_owned(),
+        input_tokens,
+        output_tokens,
+    });
+    response
 }
 
 /// A 200 `application/json` answer.

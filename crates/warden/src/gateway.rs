@@ -63,6 +63,8 @@ pub struct Gateway {
     pub store_loaded: Arc<crate::startup::StoreLoaded>,
     /// `[storage] ready_without_store`.
     pub ready_without_store: bool,
+    /// Upstream key hygiene: rotation, leak reconciliation, unmanaged keys, real spend.
+    pub hygiene: Arc<crate::hygiene::Hygiene>,
 }
 
 impl Gateway {
@@ -244,6 +246,17 @@ impl Gateway {
         )
         .map_err(|p| anyhow::anyhow!("{p}"))?;
         let current = Arc::new(ArcSwap::from_pointee(snapshot));
+        let hygiene = start_hygiene(config, secrets, &store, vault.clone(), &alerts, &events)?;
+        let mut observers: Vec<Box<dyn ObserverFactory>> =
+            vec![Box::new(crate::proxy::settle::UsageSettlement {
+                spend: spend.clone(),
+                abuse: abuse.clone(),
+            })];
+        if hygiene.enabled() {
+            observers.push(Box::new(crate::hygiene::ledger::CountSent(
+                hygiene.ledger.clone(),
+            )));
+        }
         // The poller reaches whichever moderator the config of the moment has.
         lockdown.spawn_poller(store.clone(), limiter.clone(), {
             let current = current.clone();
@@ -281,10 +294,7 @@ impl Gateway {
             enforcement,
             notices,
             vault,
-            observers: vec![Box::new(crate::proxy::settle::UsageSettlement {
-                spend: spend.clone(),
-                abuse: abuse.clone(),
-            })],
+            observers,
             abuse,
             alerts,
             lockdown,
@@ -293,6 +303,7 @@ impl Gateway {
             auth_failures,
             store_loaded,
             ready_without_store: config.ready_without_store,
+            hygiene,
         })
     }
 
@@ -344,6 +355,39 @@ impl Gateway {
             }
         })
     }
+}
+
+/// Key hygiene over every upstream key Warden holds: the vault's, the environment or
+/// file key (`(env)`) and virtual keys' own (`(key:NAME)`).
+fn start_hygiene(
+    config: &Config,
+    secrets: &Secrets,
+    store: &Store,
+    vault: Option<Arc<crate::vault::MasterKey>>,
+    alerts: &crate::alerts::Alerts,
+    events: &EventLog,
+) -> anyhow::Result<Arc<crate::hygiene::Hygiene>> {
+    let mut held: crate::hygiene::HeldOutsideVault = Vec::new();
+    if let Some(secret) = &secrets.upstream_default {
+        held.push(("(env)".into(), secret.clone()));
+    }
+    for (key, secret) in config.keys.iter().zip(&secrets.keys) {
+        if let Some(secret) = &secret.upstream {
+            held.push((format!("(key:{})", key.name), secret.clone()));
+        }
+    }
+    let mut hygiene = crate::hygiene::Hygiene::new(
+        config.openai_admin.clone(),
+        secrets.openai_admin_key.as_ref(),
+        &config.upstream.base_url,
+        store.clone(),
+        vault,
+        held,
+    )?;
+    hygiene.connect(alerts.clone(), events.clone());
+    let hygiene = Arc::new(hygiene);
+    hygiene.spawn();
+    Ok(hygiene)
 }
 
 /// Feeds the risk score the strike and sanction totals every few seconds.

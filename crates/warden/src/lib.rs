@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod geo;
+pub mod hygiene;
 pub mod identity;
 pub mod json_body;
 pub mod keys;

@@ -6,6 +6,7 @@ pub mod auth;
 mod cases;
 pub mod envelope;
 pub mod guessing;
+mod key_hygiene;
 mod keys;
 mod overview;
 mod reload;
@@ -13,6 +14,7 @@ mod report;
 mod risk;
 mod store_guard;
 mod upstream_keys;
+pub use upstream_keys::row as upstream_key_row;
 mod users;
 
 use std::sync::Arc;
@@ -70,6 +72,19 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route(
             "/admin/v1/upstream-keys/{name}/retire",
             post(upstream_keys::retire),
+        )
+        .route("/admin/v1/upstream-keys/hygiene", get(key_hygiene::status))
+        .route(
+            "/admin/v1/upstream-keys/hygiene/run",
+            post(key_hygiene::run),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/rotate",
+            post(key_hygiene::rotate),
+        )
+        .route(
+            "/admin/v1/upstream-keys/{name}/schedule",
+            post(key_hygiene::schedule),
         )
         .route(
             "/admin/v1/lockdown",

@@ -14,11 +14,16 @@ use crate::events::now_ms;
 use crate::gateway::Gateway;
 use crate::store::StoredUpstreamKey;
 
+/// One key as listings show it (never its secret).
+pub fn row(k: &StoredUpstreamKey) -> Value {
+    json!({"name": k.name, "state": k.state, "organization": k.organization,
+        "project": k.project, "created_ms": k.created_ms, "updated_ms": k.updated_ms,
+        "openai_key_id": k.openai_key_id, "rotate_every_days": k.rotate_every_days,
+        "delete_after_ms": k.delete_after_ms, "deleted_upstream_ms": k.deleted_upstream_ms})
+}
+
 fn listing(keys: &[StoredUpstreamKey]) -> Value {
-    let data: Vec<Value> = keys
-        .iter()
-        .map(|k| json!({"name": k.name, "state": k.state, "organization": k.organization, "project": k.project, "created_ms": k.created_ms, "updated_ms": k.updated_ms}))
-        .collect();
+    let data: Vec<Value> = keys.iter().map(row).collect();
     json!({"object": "list", "data": data})
 }
 
@@ -39,6 +44,8 @@ pub struct NewKey {
     project: Option<String>,
     #[serde(default)]
     activate: bool,
+    /// Rotate through OpenAI's Admin API when the key is this many days old.
+    rotate_every_days: Option<i64>,
 }
 
 pub async fn add(
@@ -86,6 +93,8 @@ pub async fn add(
         state: "standby".into(),
         created_ms: now,
         updated_ms: now,
+        rotate_every_days: new.rotate_every_days,
+        ..Default::default()
     };
     match gateway.store.add_upstream_key(&stored).await {
         Ok(()) => {}

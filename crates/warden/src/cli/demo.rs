@@ -34,6 +34,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let standin = standin::spawn(standin::Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         api_key: Some(STANDIN_KEY.into()),
+        ..Default::default()
     })?;
     let data = std::env::temp_dir().join(format!("warden-demo-{}", std::process::id()));
     let config_text = format!(

@@ -39,6 +39,27 @@ pub enum UpstreamKeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate a key now through OpenAI's Admin API ([openai_admin] key_env): a new
+    /// project key is sealed and swapped in, the old one deleted upstream after the overlap.
+    Rotate {
+        name: String,
+        /// Rotate now (scheduled rotation is `schedule`).
+        #[arg(long, required = true)]
+        now: bool,
+    },
+    /// Rotate a key every N days (0: never).
+    Schedule {
+        name: String,
+        #[arg(long)]
+        every_days: i64,
+    },
+    /// What the last key hygiene pass found (a running gateway's; `--run` runs one now).
+    Hygiene {
+        #[arg(long)]
+        run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(command: UpstreamKeysCommand, target: Target) -> anyhow::Result<()> {
@@ -86,11 +107,137 @@ pub async fn run(command: UpstreamKeysCommand, target: Target) -> anyhow::Result
                 .upstream_keys()
                 .await?
                 .iter()
-                .map(|k| json!({"name": k.name, "state": k.state, "organization": k.organization, "project": k.project, "created_ms": k.created_ms, "updated_ms": k.updated_ms}))
+                .map(crate::admin_api::upstream_key_row)
                 .collect();
             print_list(&rows, json);
             Ok(())
         }
+        UpstreamKeysCommand::Rotate { name, .. } => rotate_local(&config, store, &name).await,
+        UpstreamKeysCommand::Schedule { name, every_days } => {
+            if !(0..=3650).contains(&every_days) {
+                anyhow::bail!("--every-days is 1 to 3650 (0: no schedule)");
+            }
+            let days = (every_days > 0).then_some(every_days);
+            if !store.set_upstream_rotation(&name, days).await? {
+                anyhow::bail!("no upstream key named '{name}' (see `warden upstream-keys list`)");
+            }
+            scheduled(&name, days);
+            Ok(())
+        }
+        UpstreamKeysCommand::Hygiene { json, .. } => {
+            let status = store.setting(crate::hygiene::STATUS_SETTING).await?;
+            let status: Value = status
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .ok_or_else(|| anyhow::anyhow!("no key hygiene pass has run on this store yet"))?;
+            print_hygiene(&status, json);
+            Ok(())
+        }
+    }
+}
+
+/// `rotate NAME --now` without a running gateway: this process talks to the Admin API.
+async fn rotate_local(
+    config: &crate::config::Config,
+    store: Store,
+    name: &str,
+) -> anyhow::Result<()> {
+    let (secrets, problems, _) = crate::config::Secrets::load(config, &ProcessEnv);
+    let admin_key = secrets.openai_admin_key.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "rotation needs OpenAI's Admin key: set [openai_admin] key_env ({problems})"
+        )
+    })?;
+    let master_env = &config.upstream.master_key_env;
+    let master = secrets
+        .master_key
+        .as_ref()
+        .and_then(|k| MasterKey::parse(k.expose()))
+        .ok_or_else(|| anyhow::anyhow!("{master_env} must hold the vault's master key"))?;
+    crate::vault::unlock(&store, &master).await?;
+    let hygiene = crate::hygiene::Hygiene::new(
+        config.openai_admin.clone(),
+        Some(admin_key),
+        &config.upstream.base_url,
+        store.clone(),
+        Some(std::sync::Arc::new(master)),
+        Vec::new(),
+    )?;
+    let rotated = hygiene.rotate(name, "manual").await;
+    let events = hygiene.take_pending_events();
+    if !events.is_empty() {
+        store.append_events(&events).await?;
+    }
+    let new = rotated?;
+    rotated_message(name, &new, hygiene.rotation_overlap().as_secs());
+    Ok(())
+}
+
+fn rotated_message(old: &str, new: &str, overlap_secs: u64) {
+    println!("rotated '{old}' to '{new}'; gateways switch within a second; '{old}' keeps working upstream for {overlap_secs}s and is then deleted there by a running gateway");
+}
+
+fn scheduled(name: &str, days: Option<i64>) {
+    match days {
+        Some(days) => println!("'{name}' is rotated every {days} days"),
+        None => println!("'{name}' is no longer rotated on a schedule"),
+    }
+}
+
+fn print_hygiene(status: &Value, json: bool) {
+    if json {
+        println!("{status}");
+        return;
+    }
+    let list = |field: &str| status[field].as_array().cloned().unwrap_or_default();
+    println!(
+        "key hygiene pass at {}",
+        format_ms(status["at_ms"].as_i64().unwrap_or(0))
+    );
+    for error in list("errors") {
+        println!("  error: {}", error.as_str().unwrap_or_default());
+    }
+    println!("managed keys:");
+    for k in list("managed") {
+        println!(
+            "  {:<28} {:<24} {}",
+            k["name"].as_str().unwrap_or("-"),
+            k["api_key_id"].as_str().unwrap_or("-"),
+            k["project"].as_str().unwrap_or("-")
+        );
+    }
+    println!("unmanaged keys (any of them can be a leak):");
+    for k in list("unmanaged") {
+        println!(
+            "  {:<24} {:<18} {:<24} {}",
+            k["api_key_id"].as_str().unwrap_or("-"),
+            k["redacted_value"].as_str().unwrap_or("-"),
+            k["project"].as_str().unwrap_or("-"),
+            k["owner"].as_str().unwrap_or("-")
+        );
+    }
+    println!("usage outside Warden:");
+    for e in list("excess") {
+        println!(
+            "  {} at {}: +{} requests, +{} tokens",
+            e["key"].as_str().unwrap_or("-"),
+            e["bucket_start"].as_str().unwrap_or("-"),
+            e["excess_requests"],
+            e["excess_tokens"]
+        );
+    }
+    println!("spend (OpenAI vs Warden's estimate, USD):");
+    for c in list("costs") {
+        println!(
+            "  {} {:>10.2} {:>10.2}{}",
+            c["day"].as_str().unwrap_or("-"),
+            c["openai_usd"].as_f64().unwrap_or(0.0),
+            c["warden_usd"].as_f64().unwrap_or(0.0),
+            if c["complete"] == true {
+                ""
+            } else {
+                " (today, partial)"
+            }
+        );
     }
 }
 
@@ -120,6 +267,37 @@ async fn remote(command: UpstreamKeysCommand, api: &AdminClient) -> anyhow::Resu
             )
             .await?;
             println!("retired '{name}'");
+            Ok(())
+        }
+        UpstreamKeysCommand::Rotate { name, .. } => {
+            let answer = api
+                .post(
+                    &format!("/admin/v1/upstream-keys/{}/rotate", encode(&name)),
+                    json!({}),
+                )
+                .await?;
+            let overlap = answer["old_deleted_after_secs"].as_u64().unwrap_or(0);
+            rotated_message(&name, answer["new_key"].as_str().unwrap_or("?"), overlap);
+            Ok(())
+        }
+        UpstreamKeysCommand::Schedule { name, every_days } => {
+            let answer = api
+                .post(
+                    &format!("/admin/v1/upstream-keys/{}/schedule", encode(&name)),
+                    json!({"rotate_every_days": every_days}),
+                )
+                .await?;
+            scheduled(&name, answer["rotate_every_days"].as_i64());
+            Ok(())
+        }
+        UpstreamKeysCommand::Hygiene { run, json } => {
+            let status = if run {
+                api.post("/admin/v1/upstream-keys/hygiene/run", json!({}))
+                    .await?
+            } else {
+                api.get("/admin/v1/upstream-keys/hygiene").await?
+            };
+            print_hygiene(&status, json);
             Ok(())
         }
         UpstreamKeysCommand::List { json } => {
@@ -232,6 +410,7 @@ pub async fn add(
             state: "standby".into(),
             created_ms: now,
             updated_ms: now,
+            ..Default::default()
         })
         .await?;
     if activate {

@@ -12,6 +12,7 @@ pub mod geo;
 pub mod limits;
 pub mod lockdown;
 pub mod moderation;
+pub mod openai_admin;
 pub mod pacing;
 pub mod problems;
 pub mod profiles;
@@ -64,6 +65,7 @@ pub struct Config {
     /// `[events]`: store switch, durable wait, excerpts, retention.
     pub events: events::EventsConfig,
     pub spend: spend::SpendConfig,
+    pub openai_admin: openai_admin::OpenaiAdminConfig,
 }
 
 /// `[safety]`: content safety policy.

@@ -133,6 +133,8 @@ pub struct RawConfig {
     pub events: Option<toml::Value>,
     /// `[spend]`, read in `config/spend.rs`.
     pub spend: Option<toml::Value>,
+    /// `[openai_admin]`, read in `config/openai_admin.rs`.
+    pub openai_admin: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -156,6 +158,7 @@ const SECTIONS: &[&str] = &[
     "lockdown",
     "events",
     "spend",
+    "openai_admin",
 ];
 
 impl RawConfig {
@@ -191,6 +194,7 @@ impl RawConfig {
                 "lockdown" => raw.lockdown = Some(value.clone()),
                 "events" => raw.events = Some(value.clone()),
                 "spend" => raw.spend = Some(value.clone()),
+                "openai_admin" => raw.openai_admin = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(other, super::schema::unknown("section", other, SECTIONS)),
             }

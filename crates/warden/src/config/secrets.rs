@@ -35,6 +35,9 @@ pub struct Secrets {
     pub case_key: Option<Secret>,
     /// The vault's master key, when set.
     pub master_key: Option<Secret>,
+    /// OpenAI's Admin key from `[openai_admin] key_env`: Admin, Usage and Costs APIs
+    /// only, never inference.
+    pub openai_admin_key: Option<Secret>,
 }
 
 impl Secrets {
@@ -124,6 +127,12 @@ impl Secrets {
             None => None,
         };
 
+        let openai_admin_key = config
+            .openai_admin
+            .key_env
+            .as_deref()
+            .and_then(|name| required(env, &mut problems, "openai_admin", "key_env", name));
+
         let keys = config
             .keys
             .iter()
@@ -189,6 +198,7 @@ impl Secrets {
                 notice_secret,
                 case_key,
                 master_key,
+                openai_admin_key,
             },
             problems,
             warnings,

@@ -205,6 +205,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         lockdown: super::lockdown::validate(raw.lockdown.as_ref(), problems),
         events: super::events::validate(raw.events.as_ref(), problems),
         spend: super::spend::validate(raw.spend.as_ref(), problems),
+        openai_admin: super::openai_admin::validate(raw.openai_admin.as_ref(), problems),
         safety: SafetyConfig {
             moderation,
             filters,
@@ -379,7 +380,7 @@ fn header_text(value: Option<&str>, path: &str, problems: &mut Problems) -> Opti
     Some(value.to_owned())
 }
 
-fn base_url(text: &str) -> Result<http::Uri, &'static str> {
+pub(super) fn base_url(text: &str) -> Result<http::Uri, &'static str> {
     let trimmed = text.trim_end_matches('/');
     let uri: http::Uri = trimmed.parse().map_err(|_| "is not a URL")?;
     match uri.scheme_str() {

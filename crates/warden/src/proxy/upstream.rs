@@ -59,6 +59,22 @@ pub struct Defaults {
     pub name: Option<String>,
 }
 
+/// Which upstream key a request went out with, on the answer's extensions, so key
+/// hygiene counts what Warden sent on each key: a vault key's name, `(env)` for the
+/// environment or file key, `(key:NAME)` for a virtual key's own upstream key.
+#[derive(Debug, Clone)]
+pub struct SentWith(pub String);
+
+impl SentWith {
+    fn of(key: &crate::keys::VirtualKey, defaults: &Defaults) -> SentWith {
+        SentWith(match (&key.upstream_key, &defaults.name) {
+            (Some(_), _) => format!("(key:{})", key.name),
+            (None, Some(name)) => name.clone(),
+            (None, None) => "(env)".to_owned(),
+        })
+    }
+}
+
 /// The upstream's answer head and how long it took.
 pub struct UpstreamReply {
     pub response: Response<UpstreamBody>,
@@ -295,7 +311,10 @@ impl Upstream {
                 Attempt::Unreachable => None,
             };
             if verdict == Verdict::Final {
-                if let Some(response) = response {
+                if let Some(mut response) = response {
+                    response
+                        .extensions_mut()
+                        .insert(SentWith::of(key, &defaults));
                     return Ok(UpstreamReply {
                         response,
                         elapsed: started.elapsed(),
@@ -320,8 +339,13 @@ impl Upstream {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         match last {
-            Some(response) => Ok(UpstreamReply {
-                response,
+            Some(mut response) => Ok(UpstreamReply {
+                response: {
+                    response
+                        .extensions_mut()
+                        .insert(SentWith::of(key, &defaults));
+                    response
+                },
                 elapsed: started.elapsed(),
             }),
             None => Err(WardenError::UpstreamUnavailable),

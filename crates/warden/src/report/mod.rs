@@ -52,6 +52,9 @@ pub struct Report {
     /// Every event kind and reason in the period, for anything the sections above do not name.
     pub events_by_kind: BTreeMap<String, BTreeMap<String, u64>>,
     pub audit_chain: AuditChain,
+    /// The last key hygiene pass (`hygiene::Status`): unmanaged keys, usage outside
+    /// Warden, real spend next to Warden's estimate. `None` when none has run.
+    pub key_hygiene: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -154,7 +157,12 @@ pub async fn build(store: &Store, since_ms: i64, until_ms: i64) -> Result<Report
         }
     }
     let verification = verify::verify(store).await?;
-    Ok(report.finish(store, since_ms, until_ms, &verification))
+    let mut report = report.finish(store, since_ms, until_ms, &verification);
+    report.key_hygiene = store
+        .setting(crate::hygiene::STATUS_SETTING)
+        .await?
+        .and_then(|text| serde_json::from_str(&text).ok());
+    Ok(report)
 }
 
 #[derive(Default)]
@@ -328,6 +336,7 @@ impl Tally {
                 chains: verification.chains.len(),
                 events_verified: verification.events(),
             },
+            key_hygiene: None,
         }
     }
 }

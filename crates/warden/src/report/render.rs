@@ -223,6 +223,9 @@ fn sections(r: &Report) -> Vec<Section> {
                 .map(move |(reason, n)| (format!("{kind} / {reason}"), *n))
         })
         .collect();
+    if let Some(hygiene) = &r.key_hygiene {
+        out.push(key_hygiene(hygiene));
+    }
     out.push(Section {
         title: "Audit chain".into(),
         figures: vec![
@@ -241,6 +244,113 @@ fn sections(r: &Report) -> Vec<Section> {
         .collect(),
     });
     out
+}
+
+/// The last key hygiene pass: unmanaged keys, usage outside Warden, real spend.
+fn key_hygiene(h: &serde_json::Value) -> Section {
+    let list = |field: &str| h[field].as_array().cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let table = |caption: &str, head: &[&str], rows: Vec<Vec<String>>| Table {
+        caption: caption.into(),
+        head: head.iter().map(|h| (*h).to_owned()).collect(),
+        rows,
+    };
+    let unmanaged: Vec<Vec<String>> = list("unmanaged")
+        .iter()
+        .map(|k| {
+            ["api_key_id", "redacted_value", "project", "owner"]
+                .iter()
+                .map(|f| text(&k[*f]))
+                .collect()
+        })
+        .collect();
+    let excess: Vec<Vec<String>> = list("excess")
+        .iter()
+        .map(|e| {
+            ["key", "bucket_start", "excess_requests", "excess_tokens"]
+                .iter()
+                .map(|f| text(&e[*f]))
+                .collect()
+        })
+        .collect();
+    let costs: Vec<Vec<String>> = list("costs")
+        .iter()
+        .map(|c| {
+            vec![
+                text(&c["day"]),
+                format!("{:.2}", c["openai_usd"].as_f64().unwrap_or(0.0)),
+                format!("{:.2}", c["warden_usd"].as_f64().unwrap_or(0.0)),
+                c["projects"].as_object().map_or(String::new(), |p| {
+                    p.iter()
+                        .map(|(k, v)| format!("{k}: {:.2}", v.as_f64().unwrap_or(0.0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }),
+            ]
+        })
+        .collect();
+    let mut tables = Vec::new();
+    if !unmanaged.is_empty() {
+        tables.push(table(
+            "Keys in the organization's projects that Warden does not manage",
+            &["key id", "key", "project", "owner"],
+            unmanaged,
+        ));
+    }
+    if !excess.is_empty() {
+        tables.push(table(
+            "Usage of Warden's keys that did not come through Warden",
+            &["key", "minute", "requests", "tokens"],
+            excess,
+        ));
+    }
+    if !costs.is_empty() {
+        tables.push(table(
+            "Spend per day (USD): OpenAI's Costs API and Warden's estimate",
+            &["day", "OpenAI", "Warden", "per project"],
+            costs,
+        ));
+    }
+    Section {
+        title: "Upstream key hygiene".into(),
+        figures: vec![
+            (
+                "Last pass".into(),
+                crate::enforcement::format_ms(h["at_ms"].as_i64().unwrap_or(0)),
+            ),
+            (
+                "Admin API".into(),
+                if h["enabled"] == true {
+                    "configured"
+                } else {
+                    "not configured (key age only)"
+                }
+                .into(),
+            ),
+            (
+                "Keys Warden manages".into(),
+                list("managed").len().to_string(),
+            ),
+            ("Unmanaged keys".into(), list("unmanaged").len().to_string()),
+            (
+                "Minutes with usage outside Warden".into(),
+                list("excess").len().to_string(),
+            ),
+            (
+                "Errors in the last pass".into(),
+                list("errors")
+                    .iter()
+                    .map(text)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        ],
+        tables,
+    }
 }
 
 fn title(r: &Report) -> String {

@@ -184,6 +184,26 @@ const STEPS: &[(i64, &str)] = &[
         PRIMARY KEY (key_name, country)
     );",
     ),
+    (
+        17,
+        // Key hygiene: what Warden sent on each upstream key per minute (compared with
+        // OpenAI's Usage API), and each vault key's OpenAI identity and rotation state.
+        "CREATE TABLE upstream_usage (
+        key_name TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        PRIMARY KEY (key_name, minute)
+    );
+    ALTER TABLE upstream_keys ADD COLUMN openai_key_id TEXT;
+    ALTER TABLE upstream_keys ADD COLUMN openai_service_account TEXT;
+    ALTER TABLE upstream_keys ADD COLUMN rotate_every_days BIGINT;
+    ALTER TABLE upstream_keys ADD COLUMN lineage TEXT;
+    ALTER TABLE upstream_keys ADD COLUMN delete_after_ms BIGINT;
+    ALTER TABLE upstream_keys ADD COLUMN deleted_upstream_ms BIGINT;
+    ALTER TABLE upstream_keys ADD COLUMN rotating_ms BIGINT;",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

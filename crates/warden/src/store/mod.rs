@@ -13,6 +13,7 @@ macro_rules! on_pool {
 }
 
 pub mod audit;
+mod hygiene;
 mod key_countries;
 mod lockdown;
 mod migrations;
@@ -20,6 +21,7 @@ mod notices;
 mod overview;
 mod users;
 mod vault;
+pub use hygiene::MinuteCounts;
 
 pub use key_countries::KeyCountry;
 pub use notices::{Delivery, SafetyCase};

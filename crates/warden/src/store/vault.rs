@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoredUpstreamKey {
     pub name: String,
     /// `nonce:ciphertext` (base64), opened by `vault::MasterKey`.
@@ -15,14 +15,26 @@ pub struct StoredUpstreamKey {
     pub state: String,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The key's id in OpenAI's Admin API (`key_…`), once known.
+    pub openai_key_id: Option<String>,
+    /// The service account Warden created it under, if it did (deleted with the key).
+    pub openai_service_account: Option<String>,
+    /// Rotate through the Admin API when the key is this many days old.
+    pub rotate_every_days: Option<i64>,
+    /// The name of the first key of a rotation chain (rotated keys are named after it).
+    pub lineage: Option<String>,
+    /// A rotated-out key is deleted upstream once this passes.
+    pub delete_after_ms: Option<i64>,
+    pub deleted_upstream_ms: Option<i64>,
 }
 
-const COLUMNS: &str = "name, sealed, organization, project, state, created_ms, updated_ms";
+const COLUMNS: &str = "name, sealed, organization, project, state, created_ms, updated_ms, \
+    openai_key_id, openai_service_account, rotate_every_days, lineage, delete_after_ms, deleted_upstream_ms";
 
 impl Store {
     pub async fn add_upstream_key(&self, key: &StoredUpstreamKey) -> Result<(), StoreError> {
         let sql =
-            format!("INSERT INTO upstream_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+            format!("INSERT INTO upstream_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
         let done = on_pool!(self, pool => sqlx::query(&sql)
             .bind(&key.name)
             .bind(&key.sealed)
@@ -31,6 +43,12 @@ impl Store {
             .bind(&key.state)
             .bind(key.created_ms)
             .bind(key.updated_ms)
+            .bind(&key.openai_key_id)
+            .bind(&key.openai_service_account)
+            .bind(key.rotate_every_days)
+            .bind(&key.lineage)
+            .bind(key.delete_after_ms)
+            .bind(key.deleted_upstream_ms)
             .execute(pool)
             .await
             .map(|_| ()));
@@ -54,6 +72,12 @@ impl Store {
                 state: row.try_get("state")?,
                 created_ms: row.try_get("created_ms")?,
                 updated_ms: row.try_get("updated_ms")?,
+                openai_key_id: row.try_get("openai_key_id")?,
+                openai_service_account: row.try_get("openai_service_account")?,
+                rotate_every_days: row.try_get("rotate_every_days")?,
+                lineage: row.try_get("lineage")?,
+                delete_after_ms: row.try_get("delete_after_ms")?,
+                deleted_upstream_ms: row.try_get("deleted_upstream_ms")?,
             })).collect()
         })
     }

@@ -15,6 +15,7 @@ mod connections;
 mod dashboard;
 mod enforcement;
 mod geo;
+mod key_hygiene;
 mod keys;
 mod limits;
 mod limits_cluster;
