@@ -8,9 +8,11 @@ pub mod limits;
 pub mod local_filters;
 pub mod moderation;
 pub mod network_policy;
+pub mod objects;
 pub mod read_body;
 pub mod safety_identifier;
 pub mod spend;
+pub mod uploaded_file;
 pub mod user_standing;
 
 #[cfg(test)]

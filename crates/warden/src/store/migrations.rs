@@ -184,6 +184,19 @@ const STEPS: &[(i64, &str)] = &[
         PRIMARY KEY (key_name, country)
     );",
     ),
+    (
+        // Issue 16's number, so steps other branches append meanwhile do not collide.
+        // Who created each object made through Warden (files, batches, stored responses…).
+        16,
+        "CREATE TABLE owned_objects (
+        object_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        end_user TEXT,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX owned_objects_key ON owned_objects (key_name, kind);",
+    ),
 ];
 
 /// Arbitrary constant naming Warden's migration lock in PostgreSQL.

@@ -17,12 +17,14 @@ mod key_countries;
 mod lockdown;
 mod migrations;
 mod notices;
+mod objects;
 mod overview;
 mod users;
 mod vault;
 
 pub use key_countries::KeyCountry;
 pub use notices::{Delivery, SafetyCase};
+pub use objects::ObjectOwner;
 pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
 pub use vault::StoredUpstreamKey;
