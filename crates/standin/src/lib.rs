@@ -38,6 +38,7 @@ mod models;
 mod moderations;
 mod record;
 mod responses;
+mod rest;
 mod routes;
 mod sse;
 mod state;

@@ -13,6 +13,8 @@ pub(crate) struct App {
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) faults: FaultQueue,
     pub(crate) cases: Cases,
+    /// Files, batches, stored responses and the other stored objects (`rest`).
+    pub(crate) objects: crate::rest::Objects,
     /// The key every `/v1` call must bear, if any.
     api_key: Option<String>,
     /// More keys accepted besides `api_key` (a key rotation in progress).
@@ -25,6 +27,7 @@ impl App {
             recorder: Arc::new(Recorder::default()),
             faults: FaultQueue::default(),
             cases: Cases::default(),
+            objects: crate::rest::Objects::default(),
             api_key,
             also_accepted: std::sync::RwLock::default(),
         }
