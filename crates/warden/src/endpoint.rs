@@ -70,8 +70,15 @@ impl Endpoint {
                     })
                 }
                 _ if forward_unknown && other.starts_with("/v1/") => return Ok(Endpoint::Forward),
-                _ => {
+                _ if other.starts_with("/v1/") => {
                     return Err(WardenError::NotProxied {
+                        method: method.to_string(),
+                        path: path.to_owned(),
+                    })
+                }
+                // Not an OpenAI path at all.
+                _ => {
+                    return Err(WardenError::NotFound {
                         method: method.to_string(),
                         path: path.to_owned(),
                     })

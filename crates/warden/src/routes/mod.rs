@@ -249,3 +249,84 @@ mod tests {
         assert!(table::ROUTES.len() < usize::from(u16::MAX));
     }
 }
+
+/// `docs/routes.md`'s table, rendered from the table itself so the two cannot drift.
+#[cfg(test)]
+mod docs_table {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn size(bytes: u64) -> String {
+        if bytes == 0 {
+            "`max_body_bytes`".into()
+        } else {
+            format!("{} MB", bytes / (1024 * 1024))
+        }
+    }
+
+    fn render() -> String {
+        let mut out = String::from(
+            "| Method | Path | Label | Body | Content checks | Objects |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
+        for route in table::ROUTES {
+            let body = match (route.body, route.checks) {
+                (BodyKind::NoBody, _) => "none".to_owned(),
+                (BodyKind::Json, _) => format!("JSON, ≤ {}", size(route.max_bytes)),
+                (BodyKind::Multipart, Checks::Nothing | Checks::Answer) => {
+                    format!("multipart, streamed, ≤ {}", size(route.max_bytes))
+                }
+                (BodyKind::Multipart, _) => {
+                    format!("multipart, read and rebuilt, ≤ {}", size(route.max_bytes))
+                }
+                (BodyKind::MultipartOrJson, _) => {
+                    format!("JSON or multipart, read, ≤ {}", size(route.max_bytes))
+                }
+            };
+            let checks = match route.checks {
+                Checks::Nothing => "—".to_owned(),
+                Checks::Text(fields) => format!(
+                    "filters + moderation on {}",
+                    fields
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Checks::Items => "filters + moderation on `items`".into(),
+                Checks::UploadedFile => "batch / fine-tune content, line by line".into(),
+                Checks::Answer => "— (output checks not yet)".into(),
+            };
+            let mut objects = match route.objects {
+                Objects::NotOwned => "—".to_owned(),
+                Objects::Creates(kind) => format!("creates a `{}`", kind.as_str()),
+                Objects::Lists(kind) => format!("lists `{}`, caller's only", kind.as_str()),
+                Objects::Owned(kind) => format!("caller's `{}` only", kind.as_str()),
+            };
+            for field in route.file_refs {
+                objects.push_str(&format!("; `{field}`: caller's files only"));
+            }
+            out.push_str(&format!(
+                "| {} | `{}` | `{}` | {body} | {checks} | {objects} |\n",
+                route.method.as_str(),
+                route.pattern,
+                route.label
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn docs_routes_md_lists_every_route() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/routes.md");
+        let table = render();
+        if std::env::var_os("WARDEN_WRITE_ROUTES_TABLE").is_some() {
+            std::fs::write("/tmp/routes_table.md", &table).unwrap();
+            return;
+        }
+        let doc = std::fs::read_to_string(path).unwrap();
+        assert!(
+            doc.contains(&table),
+            "docs/routes.md is out of step with routes::table; regenerate with WARDEN_WRITE_ROUTES_TABLE=1"
+        );
+    }
+}
