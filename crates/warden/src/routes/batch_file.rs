@@ -25,6 +25,8 @@ use crate::stages::safety_identifier::InjectSafetyIdentifier;
 const LISTED: usize = 20;
 /// Pieces per Moderation round (each round is one text call, plus one for images).
 const PIECES_PER_CALL: usize = 256;
+/// Moderation rounds awaited together.
+const ROUNDS_IN_FLIGHT: usize = 4;
 /// The batch-line field naming a per-line end user, on keys trusted to name users.
 pub const LINE_USER_FIELD: &str = "warden_user";
 
@@ -211,34 +213,43 @@ impl Checker {
                 all.push((line.number, piece));
             }
         }
-        let mut rounds = 0;
-        for chunk in all.chunks(PIECES_PER_CALL) {
-            let batch: Vec<Piece> = chunk
-                .iter()
-                .map(|(n, p)| Piece {
-                    param: format!("{n}\u{1f}{}", p.param),
-                    content: p.content.clone(),
-                })
-                .collect();
-            rounds += 1;
-            let checked = self
-                .moderator
-                .check(Side::Input, &batch, parent.key.as_deref())
-                .await
-                .map_err(|u| WardenError::ModerationUnavailable(u.0.label()))?;
-            for hit in checked.blocked {
-                let (n, param) = hit.param.split_once('\u{1f}').unwrap_or(("0", &hit.param));
-                let number = n.parse().unwrap_or(0);
-                if refused.iter().any(|(m, _)| *m == number) {
-                    continue;
+        let batches: Vec<Vec<Piece>> = all
+            .chunks(PIECES_PER_CALL)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|(n, p)| Piece {
+                        param: format!("{n}\u{1f}{}", p.param),
+                        content: p.content.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let rounds = batches.len();
+        // A few rounds in flight at once: a 50,000-line file is hundreds of calls.
+        for wave in batches.chunks(ROUNDS_IN_FLIGHT) {
+            let answers = futures_util::future::join_all(wave.iter().map(|batch| {
+                self.moderator
+                    .check(Side::Input, batch, parent.key.as_deref())
+            }))
+            .await;
+            for checked in answers {
+                let checked =
+                    checked.map_err(|u| WardenError::ModerationUnavailable(u.0.label()))?;
+                for hit in checked.blocked {
+                    let (n, param) = hit.param.split_once('\u{1f}').unwrap_or(("0", &hit.param));
+                    let number = n.parse().unwrap_or(0);
+                    if refused.iter().any(|(m, _)| *m == number) {
+                        continue;
+                    }
+                    refused.push((
+                        number,
+                        format!(
+                            "content flagged by moderation in '{param}' ({})",
+                            hit.categories.owned_names().join(", ")
+                        ),
+                    ));
                 }
-                refused.push((
-                    number,
-                    format!(
-                        "content flagged by moderation in '{param}' ({})",
-                        hit.categories.owned_names().join(", ")
-                    ),
-                ));
             }
         }
         Ok(rounds)
