@@ -11,6 +11,7 @@ use common::*;
 use serde_json::{json, Value};
 
 const NARROW_KEY: &str = "wk-test-narrow-0123456789abcdef";
+const SHARED_KEY: &str = "wk-test-shared-0123456789abcdef";
 
 fn start(moderation: bool) -> Warden {
     Warden::start_with(Options {
@@ -23,9 +24,18 @@ secret_env = "T_NARROW_KEY"
 end_user = "optional"
 [keys.limits]
 allowed_endpoints = ["embeddings", "files.create", "files.retrieve"]
+
+[[keys]]
+name = "ops"
+secret_env = "T_SHARED_KEY"
+end_user = "optional"
+shared_objects = true
 "#
         .into(),
-        extra_env: vec![("T_NARROW_KEY".into(), NARROW_KEY.into())],
+        extra_env: vec![
+            ("T_NARROW_KEY".into(), NARROW_KEY.into()),
+            ("T_SHARED_KEY".into(), SHARED_KEY.into()),
+        ],
         ..Default::default()
     })
 }
@@ -233,6 +243,16 @@ async fn a_file_of_key_a_is_invisible_to_key_b() {
         .count();
     assert_eq!(deletes_upstream, 0);
 
+    // A key with shared_objects sees everyone's.
+    assert_eq!(
+        get(&w, SHARED_KEY, &format!("/v1/files/{id}"))
+            .await
+            .status(),
+        200
+    );
+    let listed: Value = get(&w, SHARED_KEY, "/v1/files").await.json().await.unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+
     // The owner still sees, lists and deletes it.
     assert_eq!(
         get(&w, APP_KEY, &format!("/v1/files/{id}")).await.status(),
@@ -415,4 +435,54 @@ async fn unknown_paths_are_refused_with_a_clear_message() {
         .unwrap()
         .contains("does not proxy"));
     assert!(w.standin.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_trusted_key_may_name_an_end_user_per_batch_line() {
+    let w = start(false);
+    let line = |id: &str, user: &str| {
+        let mut v: Value = serde_json::from_str(&batch_line(id, "hello")).unwrap();
+        v["warden_user"] = json!(user);
+        v.to_string()
+    };
+    let file = format!("{}\n{}\n", line("a", "carol"), line("b", "dave"));
+    // Only keys trusted to name users may.
+    let error = expect_error(
+        upload(&w, APP_KEY, "batch", "u.jsonl", file.as_bytes()).await,
+        400,
+    )
+    .await;
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("trusted_user_field"));
+    assert_eq!(
+        upload(&w, TRUSTED_KEY, "batch", "u.jsonl", file.as_bytes())
+            .await
+            .status(),
+        200
+    );
+    let sent = w
+        .standin
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/files" && r.method == "POST")
+        .unwrap();
+    let lines: Vec<Value> = sent
+        .body_text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l.get("warden_user").is_none()));
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["body"]["safety_identifier"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        ids[0], ids[1],
+        "each line carries its own end user's identifier"
+    );
+    assert!(!sent.body_text.contains("carol") && !sent.body_text.contains("dave"));
 }
