@@ -8,12 +8,14 @@ use super::{BodyKind, Checks, Kind, Objects, Route, Verb};
 
 const MB: u64 = 1024 * 1024;
 
+/// Room for the multipart framing and text fields around a file of OpenAI's maximum size.
+const FRAMING: u64 = 64 * 1024;
 /// OpenAI's own caps, so Warden refuses at the door what OpenAI would refuse at the end.
-const FILE_MAX: u64 = 512 * MB;
-const PART_MAX: u64 = 64 * MB;
-const AUDIO_MAX: u64 = 25 * MB;
-const IMAGE_MAX: u64 = 50 * MB;
-const VIDEO_MAX: u64 = 100 * MB;
+const FILE_MAX: u64 = 512 * MB + FRAMING;
+const PART_MAX: u64 = 64 * MB + FRAMING;
+const AUDIO_MAX: u64 = 25 * MB + FRAMING;
+const IMAGE_MAX: u64 = 50 * MB + FRAMING;
+const VIDEO_MAX: u64 = 100 * MB + FRAMING;
 
 /// `0` means the server's `max_body_bytes` (JSON bodies).
 const JSON: u64 = 0;
