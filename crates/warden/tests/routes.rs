@@ -486,3 +486,35 @@ async fn a_trusted_key_may_name_an_end_user_per_batch_line() {
     );
     assert!(!sent.body_text.contains("carol") && !sent.body_text.contains("dave"));
 }
+
+#[tokio::test]
+async fn unknown_paths_can_be_forwarded_with_the_key_swap() {
+    let w = Warden::start_with(Options {
+        upstream_toml: "unknown_paths = \"forward\"\n".into(),
+        ..Default::default()
+    });
+    let response = client()
+        .post(w.url("/v1/evals?x=1"))
+        .bearer_auth(APP_KEY)
+        .header("x-warden-user", "alice")
+        .header("content-type", "application/json")
+        .body(r#"{"name":"e"}"#)
+        .send()
+        .await
+        .unwrap();
+    // The stand-in does not know the path either: its own 404 comes back.
+    assert_eq!(response.status(), 404);
+    let seen = w.standin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/evals");
+    assert_eq!(seen[0].query.as_deref(), Some("x=1"));
+    assert_eq!(seen[0].body_text, r#"{"name":"e"}"#);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    // Still authenticated: no key, no forwarding.
+    let response = client().get(w.url("/v1/evals")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(w.standin.requests().len(), 1);
+}
