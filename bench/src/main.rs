@@ -10,6 +10,7 @@ mod pool;
 mod proc_stats;
 mod procs;
 mod report;
+mod routes;
 mod run;
 mod safety;
 mod session;
@@ -90,6 +91,29 @@ enum Command {
     /// (against re-moderating it whole every turn), and the time to first and last token that
     /// output moderation adds to streams. Exits non-zero if a turn re-sent moderated text.
     Moderation(ModerationArgs),
+    /// The REST routes (issue 16): a large upload streamed through `uploads` parts
+    /// (bytes/s vs direct, Warden's peak RSS) and a batch file checked line by line
+    /// (lines/s, Moderation calls made).
+    Routes(RoutesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RoutesArgs {
+    /// MiB sent through `uploads/{id}/parts`.
+    #[arg(long, default_value_t = 500)]
+    upload_mib: u64,
+    /// MiB per part (OpenAI allows up to 64).
+    #[arg(long, default_value_t = 50)]
+    part_mib: u64,
+    /// Lines of the batch file checked before upload.
+    #[arg(long, default_value_t = 50_000)]
+    batch_lines: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench/results/routes.json")]
+    out: PathBuf,
+    /// Directory holding the `warden` and `standin` binaries [default: this executable's].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +295,26 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::Moderation(moderation)) = &args.command {
         return run_moderation(moderation);
+    }
+    if let Some(Command::Routes(routes)) = &args.command {
+        anyhow::ensure!(
+            (1..=64).contains(&routes.part_mib) && routes.upload_mib >= 1,
+            "--part-mib must be in 1..=64 and --upload-mib at least 1"
+        );
+        anyhow::ensure!(routes.batch_lines >= 1, "--batch-lines must be at least 1");
+        let report = routes::run(&routes::Options {
+            bin_dir: bin_dir(routes.bin_dir.as_ref())?,
+            upload_mib: routes.upload_mib,
+            part_mib: routes.part_mib,
+            batch_lines: routes.batch_lines,
+        })?;
+        let text = serde_json::to_string_pretty(&report)?;
+        if let Some(dir) = routes.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&routes.out, &text)?;
+        eprintln!("{text}");
+        return Ok(());
     }
     let plan = args.plan()?;
     let bin_dir = args.bin_dir()?;

@@ -216,7 +216,7 @@ pub(crate) fn create(
             finish_reason: "stop",
         })
         .collect();
-    let answer = json(&Completion {
+    let completion = Completion {
         id: &id,
         object: "chat.completion",
         created,
@@ -225,9 +225,16 @@ pub(crate) fn create(
         usage,
         service_tier: "default",
         system_fingerprint: "fp_standin",
-    });
+    };
+    // `store: true` keeps it for the stored-completions API.
+    let raw: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if raw.get("store").and_then(serde_json::Value::as_bool) == Some(true) {
+        if let Ok(value) = serde_json::to_value(&completion) {
+            app.objects.put_completion(&value, &raw["messages"]);
+        }
+    }
     Ok(served(
-        answer,
+        json(&completion),
         crate::org::UsageKind::Completions,
         &model,
         prompt_tokens,

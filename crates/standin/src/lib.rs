@@ -40,6 +40,7 @@ mod moderations;
 mod org;
 mod record;
 mod responses;
+mod rest;
 mod routes;
 mod sse;
 mod state;

@@ -56,7 +56,8 @@ pub(crate) fn create(
         }
         None => return Err(ApiError::missing("model")),
     };
-    let input = request.get("input").unwrap_or(&Value::Null);
+    let input = request.get("input").cloned().unwrap_or(Value::Null);
+    let input = &input;
     let reply = text::reply_to(scripted, &last_user_text(input));
     let input_tokens = text::tokens(&input_text(input))
         + request
@@ -93,9 +94,22 @@ pub(crate) fn create(
             output_tokens,
         ));
     }
-    let answer = json(&completed);
+    let stored = draft.request.get("store").and_then(Value::as_bool) != Some(false);
+    if draft.request.get("background").and_then(Value::as_bool) == Some(true) {
+        // Queued now; each retrieve moves it on (`rest`), and it can be cancelled meanwhile.
+        let mut queued = completed.clone();
+        queued["status"] = json!("queued");
+        queued["background"] = json!(true);
+        queued["_final_output"] = queued["output"].take();
+        queued["output"] = json!([]);
+        app.objects.put_response(&queued, input);
+        return Ok(json(&crate::rest::public(&queued)));
+    }
+    if stored {
+        app.objects.put_response(&completed, input);
+    }
     Ok(served(
-        answer,
+        json(&completed),
         crate::org::UsageKind::Completions,
         &billed,
         input_tokens,

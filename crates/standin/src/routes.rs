@@ -50,6 +50,20 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let is_v1 = path == "/v1" || path.starts_with("/v1/");
+    // Upload parts are counted as they arrive, never held: tests send hundreds of MB.
+    let body = match upload_part(path) {
+        Some(id) => {
+            let id = id.to_owned();
+            let mut frames = body.into_data_stream();
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = futures_util::StreamExt::next(&mut frames).await {
+                seen += frame.len() as u64;
+            }
+            crate::rest::count_part(&app.objects, &id, seen);
+            Body::empty()
+        }
+        None => body,
+    };
     let mut response = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Err(_) => ApiError::too_large(MAX_BODY_BYTES).into_response(),
         Ok(body) if path.starts_with("/_standin/") => {
@@ -95,15 +109,25 @@ async fn v1(app: &Arc<App>, parts: &http::request::Parts, body: Bytes) -> Respon
             &body,
         )
         .unwrap_or_else(IntoResponse::into_response),
-        None => endpoint(
-            app,
-            &parts.method,
-            path,
-            &body,
-            fault,
-            scripted(&parts.headers),
-        )
-        .unwrap_or_else(IntoResponse::into_response),
+        None => {
+            let content_type = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let query = parts.uri.query();
+            match crate::rest::handle(app, &parts.method, path, query, content_type, &body).await {
+                Some(answer) => answer.unwrap_or_else(IntoResponse::into_response),
+                None => endpoint(
+                    app,
+                    &parts.method,
+                    path,
+                    &body,
+                    fault,
+                    scripted(&parts.headers),
+                )
+                .unwrap_or_else(IntoResponse::into_response),
+            }
+        }
     };
     fault.decorate(response.headers_mut());
     if let (Some((key, project)), Some(served)) =
@@ -191,6 +215,13 @@ fn endpoint(
             }
         }
     }
+}
+
+/// The upload id of a `POST /v1/uploads/{id}/parts` path.
+fn upload_part(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/uploads/")?
+        .strip_suffix("/parts")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// The reply text a call scripted with `x-standin-reply`, if any.

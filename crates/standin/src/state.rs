@@ -21,6 +21,8 @@ pub(crate) struct App {
     keys_required: bool,
     /// The Admin key `/v1/organization` calls must bear, if any.
     admin_key: Option<String>,
+    /// Files, batches, stored responses and the other stored objects (`rest`).
+    pub(crate) objects: crate::rest::Objects,
 }
 
 impl App {
@@ -32,6 +34,7 @@ impl App {
             org: Org::new(api_key.as_deref()),
             keys_required: api_key.is_some(),
             admin_key,
+            objects: crate::rest::Objects::default(),
         }
     }
 

@@ -557,7 +557,7 @@ async fn errors_come_back_in_openai_envelopes() {
     let body = assert_envelope(&malformed, 400, Value::Null);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_envelope(&get(addr, "/v1/nope").await, 404, Value::Null);
-    assert_envelope(&get(addr, "/v1/chat/completions").await, 405, Value::Null);
+    assert_envelope(&get(addr, "/v1/embeddings").await, 405, Value::Null);
     assert_envelope(
         &get(addr, "/v1/models/gpt-9000").await,
         404,

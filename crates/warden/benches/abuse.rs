@@ -35,6 +35,9 @@ fn context() -> RequestContext {
         incoming: None,
         raw_body: Bytes::from_static(BODY),
         body: JsonBody::parse(BODY).ok(),
+        form: None,
+        form_file: None,
+        streamed: std::sync::Mutex::new(None),
         texts: warden::openai::extract(
             Endpoint::ChatCompletions,
             &JsonBody::parse(BODY).unwrap(),
@@ -52,6 +55,7 @@ fn context() -> RequestContext {
             upstream_key: None,
             openai_project: None,
             scope: None,
+            shared_objects: false,
         })),
         user_claims: None,
         end_user: Some(EndUser {

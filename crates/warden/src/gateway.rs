@@ -230,6 +230,7 @@ impl Gateway {
             lockdown: lockdown.clone(),
             abuse: abuse.clone(),
             spend: spend.clone(),
+            store: store.clone(),
         };
         let snapshot = Snapshot::build(
             config,
@@ -326,6 +327,7 @@ impl Gateway {
             lockdown: self.lockdown.clone(),
             abuse: self.abuse.clone(),
             spend: self.spend.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -468,6 +470,7 @@ pub(crate) fn declared_keys(
                 upstream_key: secret.upstream.as_ref().and_then(|s| bearer(s.expose())),
                 openai_project: key.openai_project.as_deref().and_then(|p| p.parse().ok()),
                 scope: None,
+                shared_objects: key.shared_objects,
             }),
         ));
     }

@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod reload;
 pub mod report;
+pub mod routes;
 pub mod safety;
 pub mod secret;
 pub mod server;

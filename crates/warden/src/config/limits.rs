@@ -184,16 +184,6 @@ pub const BUILTIN_TIERS: [(&str, Rates); 3] = [
     ("verified", rates(60, 2_000, 200_000, 2_000_000, 4)),
     ("trusted", rates(600, 20_000, 2_000_000, 20_000_000, 16)),
 ];
-const ENDPOINTS: [Endpoint; 8] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Responses,
-    Endpoint::Completions,
-    Endpoint::Embeddings,
-    Endpoint::Moderations,
-    Endpoint::ImagesGenerations,
-    Endpoint::Models,
-    Endpoint::Model,
-];
 
 fn builtin_tier(name: &str) -> Rates {
     BUILTIN_TIERS
@@ -433,9 +423,9 @@ pub fn validate_limits(
                 .iter()
                 .enumerate()
                 .filter_map(|(j, name)| {
-                    let found = ENDPOINTS.iter().find(|e| e.label() == name).copied();
+                    let found = Endpoint::from_label(name);
                     if found.is_none() {
-                        let known: Vec<_> = ENDPOINTS.iter().map(|e| e.label()).collect();
+                        let known: Vec<_> = Endpoint::all_labels().collect();
                         problems.push(
                             format!("{lpath}.allowed_endpoints[{j}]"),
                             format!("'{name}' is not an endpoint (known: {})", known.join(", ")),

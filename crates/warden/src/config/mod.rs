@@ -106,12 +106,25 @@ pub struct UpstreamConfig {
     /// `OpenAI-Beta` features a client may ask for (`assistants=v2`); others are not
     /// forwarded.
     pub openai_beta: Vec<String>,
+    /// Paths under `/v1` that no routing table knows: refused (404) or passed through.
+    pub unknown_paths: UnknownPaths,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// Retries of failed upstream calls and the circuit breaker that bounds them.
     pub retries: retries::RetryConfig,
     /// Staying under OpenAI's own rate limits, read from its `x-ratelimit-*` headers.
     pub pacing: pacing::PacingConfig,
+}
+
+/// `[upstream] unknown_paths`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownPaths {
+    /// A 404 saying Warden does not proxy the path yet (nothing reaches OpenAI).
+    #[default]
+    Refuse,
+    /// Sent upstream with the key swap, identity, limits and an event, but no content
+    /// checks: Warden cannot read what it does not know.
+    Forward,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +185,8 @@ pub struct KeyConfig {
     pub openai_project: Option<String>,
     pub end_user: EndUserPolicy,
     pub trusted_user_field: bool,
+    /// Sees every stored object (files, batches, responses…), not only its own.
+    pub shared_objects: bool,
     pub jwt: Option<JwtConfig>,
 }
 

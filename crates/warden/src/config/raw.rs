@@ -29,6 +29,7 @@ section! {
         organization: String,
         openai_beta: Vec<String>,
         project: String,
+        unknown_paths: String,
         connect_timeout_secs: u64,
         timeout_secs: u64,
         // Retries, breaker and pacing: validated in `config/retries.rs` and `config/pacing.rs`.
@@ -71,6 +72,7 @@ section! {
         openai_project: String,
         end_user: String,
         trusted_user_field: bool,
+        shared_objects: bool,
         jwt: toml::Value,
         tier: String,
         limits: toml::Value,

@@ -94,6 +94,17 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         ),
         project: header_text(up.project.as_deref(), "upstream.project", problems),
         openai_beta: up.openai_beta.clone().unwrap_or_default(),
+        unknown_paths: match up.unknown_paths.as_deref() {
+            None | Some("refuse") => super::UnknownPaths::Refuse,
+            Some("forward") => super::UnknownPaths::Forward,
+            Some(other) => {
+                problems.push(
+                    "upstream.unknown_paths",
+                    format!("'{other}' is not one of \"refuse\", \"forward\""),
+                );
+                super::UnknownPaths::Refuse
+            }
+        },
         connect_timeout: positive_secs(
             up.connect_timeout_secs,
             10,
@@ -269,6 +280,7 @@ fn key(entry: &RawKeyEntry, path: &str, problems: &mut Problems) -> Option<KeyCo
         ),
         end_user,
         trusted_user_field: raw.trusted_user_field.unwrap_or(false),
+        shared_objects: raw.shared_objects.unwrap_or(false),
         jwt,
     };
     (problems.len() == before).then_some(key)

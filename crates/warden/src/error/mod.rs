@@ -91,6 +91,24 @@ pub enum WardenError {
     NotFound { method: String, path: String },
     #[error("method not allowed")]
     MethodNotAllowed { method: String, path: String },
+    /// A path under `/v1` the routing table does not know (`[upstream] unknown_paths`).
+    #[error("path not proxied")]
+    NotProxied { method: String, path: String },
+    /// An object created through another key (or outside Warden): as OpenAI says of an
+    /// object that does not exist, so its existence is not leaked either.
+    #[error("no such object")]
+    ObjectNotFound {
+        kind: &'static str,
+        id: String,
+        param: &'static str,
+    },
+    /// A multipart body Warden must read that does not parse.
+    #[error("malformed multipart body: {0}")]
+    MalformedMultipart(String),
+    /// An uploaded batch or fine-tune file Warden cannot read, or whose lines it refuses:
+    /// the message lists line numbers and reasons; nothing is uploaded.
+    #[error("uploaded file refused")]
+    FileRefused { code: &'static str, message: String },
     #[error("no upstream key")]
     NoUpstreamKey,
     /// Warden started while its store was down and has no safety-identifier secret yet.
@@ -179,7 +197,8 @@ impl WardenError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            NotFound { .. } => StatusCode::NOT_FOUND,
+            NotFound { .. } | NotProxied { .. } | ObjectNotFound { .. } => StatusCode::NOT_FOUND,
+            MalformedMultipart(_) | FileRefused { .. } => StatusCode::BAD_REQUEST,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NoUpstreamKey
             | StoreUnavailable
@@ -212,6 +231,10 @@ impl WardenError {
             BodyRead => "request_body_unreadable",
             UnsupportedEncoding(_) => "unsupported_content_encoding",
             NotFound { .. } => "unknown_url",
+            NotProxied { .. } => "path_not_proxied",
+            ObjectNotFound { .. } => "object_not_found",
+            MalformedMultipart(_) => "invalid_multipart",
+            FileRefused { code, .. } => code,
             MethodNotAllowed { .. } => "method_not_allowed",
             NoUpstreamKey => "upstream_key_missing",
             StoreUnavailable => "store_unavailable",
@@ -264,6 +287,8 @@ impl WardenError {
             WardenError::TooManyChoices { .. } => Some("n"),
             WardenError::ModelNotAllowed { .. } => Some("model"),
             WardenError::ContentFiltered(block) => Some(block.param.as_str()),
+            WardenError::ObjectNotFound { param, .. } => Some(param),
+            WardenError::FileRefused { .. } => Some("file"),
             _ => None,
         }
     }
@@ -308,6 +333,10 @@ impl WardenError {
                 "Content-Encoding '{enc}' is not supported; send the body uncompressed."
             ),
             NotFound { method, path } => format!("Invalid URL ({method} {path})"),
+            NotProxied { method, path } => format!("Warden does not proxy {method} {path} yet, so it was not sent to OpenAI. See docs/routes.md for the routes Warden serves; an operator can pass unknown paths through unchecked with [upstream] unknown_paths = \"forward\"."),
+            ObjectNotFound { kind, id, .. } => format!("No such {kind} object: {id}"),
+            MalformedMultipart(why) => format!("The multipart/form-data body could not be read: {why}."),
+            FileRefused { message, .. } => message.clone(),
             MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}."),
             NoUpstreamKey => "Warden has no upstream OpenAI key configured for this service; the operator must set it.".into(),
             StoreUnavailable => "Warden started while its database was unreachable and cannot derive end-user safety identifiers until it answers (or until the operator sets the variable named by [identity] safety_identifier_secret_env). Please retry shortly.".into(),

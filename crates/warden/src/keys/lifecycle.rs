@@ -81,11 +81,11 @@ pub async fn create(
         .endpoints
         .iter()
         .flatten()
-        .find(|e| !Endpoint::LABELS.contains(&e.as_str()))
+        .find(|e| Endpoint::from_label(e).is_none())
     {
         return Err(invalid(format!(
             "unknown endpoint '{unknown}' (known: {})",
-            Endpoint::LABELS.join(", ")
+            Endpoint::all_labels().collect::<Vec<_>>().join(", ")
         )));
     }
     let end_user = match new.end_user.as_deref() {

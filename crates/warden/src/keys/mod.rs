@@ -38,6 +38,8 @@ pub struct VirtualKey {
     pub openai_project: Option<http::HeaderValue>,
     /// What a store key may be used for; `None`: no restriction beyond `[limits]`.
     pub scope: Option<KeyScope>,
+    /// `shared_objects = true`: sees every stored object, not only the ones it created.
+    pub shared_objects: bool,
 }
 
 /// Models (exact or `prefix*`) and endpoint labels a key is limited to.

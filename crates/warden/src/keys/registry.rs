@@ -118,6 +118,7 @@ impl KeyRegistry {
                 upstream_key: None,
                 openai_project: None,
                 scope,
+                shared_objects: false,
             });
             // A rotated key's old secret works until its overlap ends.
             if let (Some(previous), Some(until)) = (key.previous_hash, key.previous_until) {
@@ -166,6 +167,7 @@ mod tests {
                 upstream_key: None,
                 openai_project: None,
                 scope: None,
+                shared_objects: false,
             }),
         )
     }

@@ -136,7 +136,18 @@ pub fn extract(
         Endpoint::Embeddings => walker.field(body, "input", Walker::text_or_tokens)?,
         Endpoint::ImagesGenerations => walker.field(body, "prompt", Walker::string)?,
         // Checking text is what the Moderation endpoint is for; models carry no body.
-        Endpoint::Moderations | Endpoint::Models | Endpoint::Model => {}
+        Endpoint::Moderations | Endpoint::Models | Endpoint::Model | Endpoint::Forward => {}
+        // REST routes: the fields their table row names (speech input, edit and video
+        // prompts), conversation items read like responses input.
+        Endpoint::Rest(id) => match id.route().checks {
+            crate::routes::Checks::Text(fields) => {
+                for field in fields {
+                    walker.field(body, field, Walker::string)?;
+                }
+            }
+            crate::routes::Checks::Items => walker.field(body, "items", Walker::responses_input)?,
+            _ => {}
+        },
     }
     Ok(walker.out)
 }

@@ -45,8 +45,16 @@ pub struct RequestContext {
     pub incoming: Option<Incoming>,
     /// The body as received (empty for GET).
     pub raw_body: Bytes,
-    /// The body parsed once, for endpoints that carry JSON.
+    /// The body parsed once, for endpoints that carry JSON (for a multipart form a check
+    /// reads: its text fields, which the form is rebuilt from).
     pub body: Option<JsonBody>,
+    /// A multipart form read whole because a check needs it (`routes::multipart`).
+    pub form: Option<crate::routes::multipart::Form>,
+    /// The checked, rewritten file that replaces the form's `file` part (batch files).
+    pub form_file: Option<Bytes>,
+    /// A body passed upstream as it arrives (uploads parts, audio), within its route's cap.
+    /// Behind a lock only so the context stays shareable; it is taken once, by the sender.
+    pub streamed: std::sync::Mutex<Option<crate::routes::StreamedBody>>,
     /// Every text and image of the body the model will read (`openai::request_text`),
     /// extracted once by `read_body` and again after a stage rewrites a text.
     pub texts: RequestTexts,
@@ -88,6 +96,27 @@ impl RequestContext {
         client_ip: IpAddr,
         incoming: Incoming,
     ) -> Self {
+        let mut ctx = Self::detached(
+            request_id,
+            endpoint,
+            method,
+            path_and_query,
+            headers,
+            client_ip,
+        );
+        ctx.incoming = Some(incoming);
+        ctx
+    }
+
+    /// A context with no client body: one line of a batch file, checked like a request.
+    pub fn detached(
+        request_id: String,
+        endpoint: Endpoint,
+        method: Method,
+        path_and_query: String,
+        headers: HeaderMap,
+        client_ip: IpAddr,
+    ) -> Self {
         Self {
             request_id,
             started: Instant::now(),
@@ -96,9 +125,12 @@ impl RequestContext {
             path_and_query,
             headers,
             client_ip,
-            incoming: Some(incoming),
+            incoming: None,
             raw_body: Bytes::new(),
             body: None,
+            form: None,
+            form_file: None,
+            streamed: std::sync::Mutex::new(None),
             texts: RequestTexts::default(),
             model: None,
             stream: false,

@@ -49,6 +49,7 @@ pub struct StageDeps {
     pub lockdown: crate::lockdown::Lockdown,
     pub abuse: crate::abuse::Abuse,
     pub spend: crate::spend::Spend,
+    pub store: crate::store::Store,
 }
 
 impl Pipeline {
@@ -59,6 +60,8 @@ impl Pipeline {
     ///    parses the JSON once, and checks the type of every field Warden reads.
     ///    `key_scope` — the key's endpoints and models, store and config keys alike (403;
     ///    400 `model_required` for a model-scoped key naming no model).
+    ///    `objects` — another key's file, batch, stored response… is a 404, as OpenAI
+    ///    answers for an object that does not exist (`routes::ownership`).
     /// 3. `end_user` — names the end user from the token, the `X-Warden-User` header or,
     ///    on trusted keys, the body's `safety_identifier` / `user`, per the key's policy,
     ///    and works out their tier once (claim, key, `default_tier`).
@@ -85,6 +88,9 @@ impl Pipeline {
     ///    seen; per-category policy; 400 `content_filter` on a block, 503 when the
     ///    endpoint fails and the key's `on_error` is `block`.
     /// 10. `safety_identifier` — writes the keyed hash of (key, end user) into the body.
+    /// 11. `uploaded_file` — a batch or fine-tune file, line by line: each line's body
+    ///     through the key's scope, local filters, moderation (batched) and its own
+    ///     safety identifier; any refused line refuses the upload (`routes::batch_file`).
     pub fn standard(deps: StageDeps) -> Pipeline {
         Pipeline {
             stages: vec![
@@ -94,6 +100,7 @@ impl Pipeline {
                     deps.body_timeout,
                 )),
                 Box::new(stages::key_scope::KeyScopeCheck::new(deps.limits.clone())),
+                Box::new(stages::objects::Objects::new(deps.store)),
                 Box::new(stages::end_user::ResolveEndUser::new(deps.limits.clone())),
                 Box::new(stages::lockdown::LockdownGate::new(
                     deps.lockdown,
@@ -105,12 +112,25 @@ impl Pipeline {
                     &deps.geo_config,
                 )),
                 Box::new(stages::abuse_gate::AbuseGate::new(deps.abuse)),
-                Box::new(stages::limits::Limits::new(deps.limits, deps.limiter)),
+                Box::new(stages::limits::Limits::new(
+                    deps.limits.clone(),
+                    deps.limiter,
+                )),
                 Box::new(stages::spend::SpendBudgets::new(deps.spend)),
-                Box::new(stages::local_filters::LocalFilters::new(deps.filters)),
-                Box::new(stages::moderation::Moderate::new(deps.moderator)),
+                Box::new(stages::local_filters::LocalFilters::new(
+                    deps.filters.clone(),
+                )),
+                Box::new(stages::moderation::Moderate::new(deps.moderator.clone())),
                 Box::new(stages::safety_identifier::InjectSafetyIdentifier::new(
-                    deps.safety_ids,
+                    deps.safety_ids.clone(),
+                )),
+                Box::new(stages::uploaded_file::UploadedFile::new(
+                    crate::routes::batch_file::Checker {
+                        limits: deps.limits,
+                        filters: deps.filters,
+                        moderator: deps.moderator,
+                        safety_ids: deps.safety_ids,
+                    },
                 )),
             ],
         }

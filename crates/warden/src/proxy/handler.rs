@@ -24,7 +24,8 @@ pub async fn handle(
     let snapshot = gateway.snapshot();
     let (parts, incoming) = request.into_parts();
     let ip = client_ip(peer.ip(), &parts.headers, &snapshot.trusted_proxies);
-    let endpoint = match Endpoint::resolve(&parts.method, parts.uri.path()) {
+    let forward_unknown = gateway.upstream.forward_unknown;
+    let endpoint = match Endpoint::resolve_with(&parts.method, parts.uri.path(), forward_unknown) {
         Ok(endpoint) => endpoint,
         Err(err) => {
             let recorder = Recorder::new(

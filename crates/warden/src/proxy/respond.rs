@@ -2,6 +2,9 @@
 //! order, written down once:
 //! 1. `head` — upstream's headers filtered for the client (`headers::to_client`), plus the
 //!    ones the stages added (the end user's standing).
+//!    Then `objects` — an answer that created a stored object has its owner recorded
+//!    before the client sees the id; a list keeps only the caller's objects
+//!    (`routes::ownership`).
 //! 2. `upstream_refusal` — a non-stream 4xx on a request that named an end user is read
 //!    whole: if OpenAI refused that user by their safety identifier, Warden suspends them
 //!    too. The error is relayed unchanged.
@@ -45,6 +48,20 @@ pub async fn respond(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+
+    // 1b. objects
+    let upstream_body = match crate::routes::ownership::on_answer(
+        &gateway.store,
+        ctx,
+        head.status,
+        &mut head.headers,
+        upstream_body,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(err) => return refuse(recorder, &err, &ctx.request_id).await,
+    };
 
     // 2. upstream_refusal
     if !is_sse && may_target_user(ctx, head.status) {

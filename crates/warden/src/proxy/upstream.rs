@@ -21,7 +21,11 @@ use crate::error::WardenError;
 use crate::pipeline::RequestContext;
 use crate::secret::Secret;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A request body: bytes Warden holds (retried as needed), or a client body relayed as it
+/// arrives (sent once; see `routes::StreamedBody`).
+pub type RequestBody = Either<Full<Bytes>, crate::routes::StreamedBody>;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// An upstream answer body: relayed as it arrives, or already read (an error answer
 /// Warden had to look at before deciding on a retry).
@@ -43,6 +47,8 @@ pub struct Upstream {
     retries: RetryConfig,
     /// `[upstream] openai_beta`: the beta features a client may switch on.
     openai_beta: Vec<String>,
+    /// `[upstream] unknown_paths = "forward"`.
+    pub forward_unknown: bool,
     pub breaker: Breaker,
     /// Keeps the organization under its share of OpenAI's own rate limits.
     pub pacer: super::pacing::Pacer,
@@ -126,6 +132,7 @@ impl Upstream {
             timeout: config.timeout,
             retries: config.retries,
             openai_beta: config.openai_beta.clone(),
+            forward_unknown: config.unknown_paths == crate::config::UnknownPaths::Forward,
             breaker: Breaker::new(
                 "upstream",
                 config.retries.breaker_failures,
@@ -181,7 +188,7 @@ impl Upstream {
             .uri(self.uri_for(client_path)?)
             .header(http::header::AUTHORIZATION, auth.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
+            .body(Either::Left(Full::new(body)))
             .map_err(|_| WardenError::Internal)?;
         let project = key
             .and_then(|k| k.openai_project.as_ref())
@@ -200,7 +207,7 @@ impl Upstream {
     /// Sends one of Warden's own calls and reads the answer whole, up to `max_bytes`.
     async fn read_whole(
         &self,
-        request: Request<Full<Bytes>>,
+        request: Request<RequestBody>,
         client_path: &str,
         max_bytes: usize,
     ) -> Result<(http::StatusCode, Bytes), WardenError> {
@@ -235,21 +242,22 @@ impl Upstream {
             .as_ref()
             .or(defaults.key.as_ref())
             .ok_or(WardenError::NoUpstreamKey)?;
-        let body = if ctx.endpoint.has_json_body() {
-            Some(ctx.outgoing_body())
-        } else {
-            None
-        };
-        let headers = headers::to_upstream(
+        let outgoing = crate::routes::forward::outgoing(ctx)?;
+        let mut headers = headers::to_upstream(
             &ctx.headers,
             upstream_key,
             defaults.organization.as_ref(),
             key.openai_project.as_ref().or(defaults.project.as_ref()),
-            body.as_ref().map(Bytes::len),
+            outgoing.declared_len(),
             &self.openai_beta,
         );
+        if let Some(content_type) = outgoing.content_type() {
+            headers.insert(http::header::CONTENT_TYPE, content_type);
+        }
+        let (body, mut stream) = outgoing.into_parts();
         let uri = self.uri_for(&ctx.path_and_query)?;
         let body = body.unwrap_or_default();
+        let streamed = stream.is_some();
         let (priority, tokens) = ctx
             .limit_ticket
             .as_ref()
@@ -273,10 +281,16 @@ impl Upstream {
                     })
                 }
             };
+            let request_body = match stream.take() {
+                Some(stream) => Either::Right(stream),
+                // A relayed body is gone once sent: its last answer is the one to relay.
+                None if streamed => break,
+                None => Either::Left(Full::new(body.clone())),
+            };
             let mut request = Request::builder()
                 .method(ctx.method.clone())
                 .uri(uri.clone())
-                .body(Full::new(body.clone()))
+                .body(request_body)
                 .map_err(|_| WardenError::Internal)?;
             *request.headers_mut() = headers.clone();
             let attempt = match tokio::time::timeout(self.timeout, self.attempt(request)).await {
@@ -310,7 +324,7 @@ impl Upstream {
                 Attempt::Answer(response, _) => Some(response),
                 Attempt::Unreachable => None,
             };
-            if verdict == Verdict::Final {
+            if verdict == Verdict::Final || streamed {
                 if let Some(mut response) = response {
                     response
                         .extensions_mut()
@@ -354,7 +368,7 @@ impl Upstream {
 
     /// One call: the answer (error answers read whole, so the retry decision can look at
     /// them and they can still be relayed), or `Unreachable` for a transport failure.
-    async fn attempt(&self, request: Request<Full<Bytes>>) -> Attempt {
+    async fn attempt(&self, request: Request<RequestBody>) -> Attempt {
         let response = match self.client.request(request).await {
             Ok(response) => response,
             Err(err) => {
@@ -409,7 +423,7 @@ impl Upstream {
             .method(http::Method::GET)
             .uri(self.uri_for(client_path)?)
             .header(http::header::AUTHORIZATION, auth.clone())
-            .body(Full::new(Bytes::new()))
+            .body(Either::Left(Full::new(Bytes::new())))
             .map_err(|_| WardenError::Internal)?;
         if let Some(org) = &defaults.organization {
             request

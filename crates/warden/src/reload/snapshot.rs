@@ -40,6 +40,8 @@ pub struct Live {
     pub lockdown: crate::lockdown::Lockdown,
     pub abuse: crate::abuse::Abuse,
     pub spend: crate::spend::Spend,
+    /// Object owners (`routes::ownership`).
+    pub store: crate::store::Store,
 }
 
 impl Snapshot {
@@ -93,6 +95,7 @@ impl Snapshot {
             lockdown: live.lockdown,
             abuse: live.abuse,
             spend: live.spend,
+            store: live.store,
         });
         let admin_tokens = AdminTokens::new(
             config

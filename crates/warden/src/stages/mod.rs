@@ -9,9 +9,11 @@ pub mod local_filters;
 pub mod lockdown;
 pub mod moderation;
 pub mod network_policy;
+pub mod objects;
 pub mod read_body;
 pub mod safety_identifier;
 pub mod spend;
+pub mod uploaded_file;
 pub mod user_standing;
 
 #[cfg(test)]

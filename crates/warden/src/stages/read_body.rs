@@ -24,8 +24,15 @@ impl ReadBody {
     }
 
     async fn read(&self, ctx: &mut RequestContext) -> StageResult {
-        if !ctx.endpoint.has_json_body() {
-            return Ok(Verdict::Allow);
+        let max_bytes = match ctx.endpoint.route() {
+            Some(route) => route.body_cap(self.max_bytes) as usize,
+            None => self.max_bytes,
+        };
+        match body_plan(ctx) {
+            Plan::Nothing => return Ok(Verdict::Allow),
+            Plan::Stream => return self.stream(ctx, max_bytes),
+            Plan::Form => return self.form(ctx, max_bytes).await,
+            Plan::Json => {}
         }
         if let Some(encoding) = ctx.header("content-encoding") {
             if !encoding.eq_ignore_ascii_case("identity") {
@@ -35,27 +42,10 @@ impl ReadBody {
         let declared = ctx
             .header("content-length")
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_bytes as u64) {
-            return Err(WardenError::BodyTooLarge {
-                limit: self.max_bytes,
-            });
+        if declared.is_some_and(|n| n > max_bytes as u64) {
+            return Err(WardenError::BodyTooLarge { limit: max_bytes });
         }
-        let incoming = ctx.incoming.take().ok_or(WardenError::Internal)?;
-        let collected = tokio::time::timeout(
-            self.timeout,
-            Limited::new(incoming, self.max_bytes).collect(),
-        )
-        .await
-        .map_err(|_| WardenError::BodyTimeout)?;
-        ctx.raw_body = match collected {
-            Ok(body) => body.to_bytes(),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(WardenError::BodyTooLarge {
-                    limit: self.max_bytes,
-                })
-            }
-            Err(_) => return Err(WardenError::BodyRead),
-        };
+        ctx.raw_body = self.collect(ctx, max_bytes).await?;
         let body = JsonBody::parse(&ctx.raw_body)?;
         check_fields(ctx.endpoint, &body)?;
         let model = body.str_field("model")?;
@@ -73,6 +63,107 @@ impl ReadBody {
         ctx.stream = body.bool_field("stream")?.unwrap_or(false);
         ctx.texts = crate::openai::extract(ctx.endpoint, &body, ctx.model.as_deref())?;
         ctx.body = Some(body);
+        Ok(Verdict::Allow)
+    }
+}
+
+/// How a request's body is read.
+enum Plan {
+    Nothing,
+    Json,
+    /// A multipart form a check needs: read whole within the route's cap.
+    Form,
+    /// Relayed unread (uploads parts, audio, unknown paths passed through).
+    Stream,
+}
+
+fn body_plan(ctx: &RequestContext) -> Plan {
+    use crate::routes::{BodyKind, Checks};
+    let Some(route) = ctx.endpoint.route() else {
+        return match ctx.endpoint {
+            Endpoint::Forward => Plan::Stream,
+            e if e.has_json_body() => Plan::Json,
+            _ => Plan::Nothing,
+        };
+    };
+    let is_form = ctx
+        .header("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/"));
+    match route.body {
+        BodyKind::NoBody => Plan::Nothing,
+        BodyKind::Json => Plan::Json,
+        BodyKind::MultipartOrJson if !is_form => Plan::Json,
+        BodyKind::Multipart | BodyKind::MultipartOrJson => match route.checks {
+            Checks::Nothing | Checks::Answer => Plan::Stream,
+            _ => Plan::Form,
+        },
+    }
+}
+
+impl ReadBody {
+    /// The whole body within `max_bytes` and the body timeout.
+    async fn collect(
+        &self,
+        ctx: &mut RequestContext,
+        max_bytes: usize,
+    ) -> Result<bytes::Bytes, WardenError> {
+        let incoming = ctx.incoming.take().ok_or(WardenError::Internal)?;
+        let collected =
+            tokio::time::timeout(self.timeout, Limited::new(incoming, max_bytes).collect())
+                .await
+                .map_err(|_| WardenError::BodyTimeout)?;
+        match collected {
+            Ok(body) => Ok(body.to_bytes()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(WardenError::BodyTooLarge { limit: max_bytes })
+            }
+            Err(_) => Err(WardenError::BodyRead),
+        }
+    }
+
+    /// A body relayed as it arrives: a declared length over the cap is refused here, an
+    /// undeclared one is cut off at the cap on the way.
+    fn stream(&self, ctx: &mut RequestContext, max_bytes: usize) -> StageResult {
+        if let Some(encoding) = ctx.header("content-encoding") {
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
+            }
+        }
+        let declared = ctx
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_bytes as u64) {
+            return Err(WardenError::BodyTooLarge { limit: max_bytes });
+        }
+        if let Some(incoming) = ctx.incoming.take() {
+            if let Ok(mut slot) = ctx.streamed.lock() {
+                *slot = Some(Limited::new(incoming, max_bytes));
+            }
+        }
+        Ok(Verdict::Allow)
+    }
+
+    /// A form a check reads: parsed, its text fields shown to the stages as JSON.
+    async fn form(&self, ctx: &mut RequestContext, max_bytes: usize) -> StageResult {
+        let declared = ctx
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_bytes as u64) {
+            return Err(WardenError::BodyTooLarge { limit: max_bytes });
+        }
+        if let Some(encoding) = ctx.header("content-encoding") {
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
+            }
+        }
+        let raw = self.collect(ctx, max_bytes).await?;
+        let form = crate::routes::multipart::Form::parse(raw, ctx.header("content-type")).await?;
+        let fields = form.fields_as_json()?;
+        check_fields(ctx.endpoint, &fields)?;
+        ctx.model = fields.str_field("model")?;
+        ctx.texts = crate::openai::extract(ctx.endpoint, &fields, ctx.model.as_deref())?;
+        ctx.body = Some(fields);
+        ctx.form = Some(form);
         Ok(Verdict::Allow)
     }
 }
@@ -110,7 +201,21 @@ fn check_fields(endpoint: Endpoint, body: &JsonBody) -> Result<(), WardenError> 
             body.expect_kind("input", TEXT_OR_LIST, "a string or an array")
         }
         Endpoint::ImagesGenerations => body.expect_kind("prompt", &[JsonKind::String], "a string"),
-        Endpoint::Models | Endpoint::Model => Ok(()),
+        Endpoint::Models | Endpoint::Model | Endpoint::Forward => Ok(()),
+        Endpoint::Rest(id) => match id.route().checks {
+            crate::routes::Checks::Text(fields) => {
+                for field in fields {
+                    body.expect_kind(field, &[JsonKind::String, JsonKind::Null], "a string")?;
+                }
+                Ok(())
+            }
+            crate::routes::Checks::Items => body.expect_kind(
+                "items",
+                &[JsonKind::Array, JsonKind::Null],
+                "an array of items",
+            ),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -22,6 +22,7 @@ pub fn key(name: &str, end_user: EndUserPolicy, trusted_user_field: bool) -> Arc
         upstream_key: None,
         openai_project: None,
         scope: None,
+        shared_objects: false,
     })
 }
 
@@ -42,6 +43,9 @@ pub fn context(key: Arc<VirtualKey>, body: &[u8]) -> RequestContext {
             .and_then(|b| crate::openai::extract(Endpoint::ChatCompletions, &b, None).ok())
             .unwrap_or_default(),
         body: JsonBody::parse(body).ok(),
+        form: None,
+        form_file: None,
+        streamed: std::sync::Mutex::new(None),
         model: None,
         stream: false,
         key: Some(key),

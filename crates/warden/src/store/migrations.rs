@@ -185,6 +185,19 @@ const STEPS: &[(i64, &str)] = &[
     );",
     ),
     (
+        // Issue 16's number, so steps other branches append meanwhile do not collide.
+        // Who created each object made through Warden (files, batches, stored responses…).
+        16,
+        "CREATE TABLE owned_objects (
+        object_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        end_user TEXT,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX owned_objects_key ON owned_objects (key_name, kind);",
+    ),
+    (
         17,
         // Key hygiene: what Warden sent on each upstream key per minute (compared with
         // OpenAI's Usage API), and each vault key's OpenAI identity and rotation state.

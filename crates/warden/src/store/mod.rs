@@ -18,6 +18,7 @@ mod key_countries;
 mod lockdown;
 mod migrations;
 mod notices;
+mod objects;
 mod overview;
 mod users;
 mod vault;
@@ -25,6 +26,7 @@ pub use hygiene::MinuteCounts;
 
 pub use key_countries::KeyCountry;
 pub use notices::{Delivery, SafetyCase};
+pub use objects::ObjectOwner;
 pub use overview::{Bucket, Count, EventFilter, EventRow, KeyUsage};
 pub use users::{Sighting, StatusChange, StoredStrike, StoredUser};
 pub use vault::StoredUpstreamKey;

@@ -33,6 +33,7 @@ fn key(name: &str) -> StoredKey {
 async fn exercise(store: &Store) {
     store.ping().await.unwrap();
     first_sighting_after_a_strike_sets_first_seen(store).await;
+    object_owners_are_recorded_once(store).await;
     let name = unique("k");
     store.insert_key(&key(&name)).await.unwrap();
     assert!(matches!(
@@ -149,4 +150,31 @@ async fn first_sighting_after_a_strike_sets_first_seen(store: &Store) {
     let user = store.user(&key, "u1").await.unwrap().unwrap();
     assert_eq!((user.first_seen_ms, user.last_seen_ms), (1_000, 5_000));
     assert_eq!(user.strike_weight, 2.0, "a sighting never touches standing");
+}
+
+/// Issue 16: the creator of an object is kept; a second record does not take it over.
+async fn object_owners_are_recorded_once(store: &Store) {
+    let (mine, theirs, nobody) = (unique("file-a"), unique("file-b"), unique("file-c"));
+    let (key_a, key_b) = (unique("ka"), unique("kb"));
+    store
+        .record_object(&mine, "file", &key_a, Some("alice"), 1)
+        .await
+        .unwrap();
+    store
+        .record_object(&mine, "file", &key_b, None, 2)
+        .await
+        .unwrap();
+    store
+        .record_object(&theirs, "file", &key_b, None, 3)
+        .await
+        .unwrap();
+    let owner = store.object_owner(&mine).await.unwrap().unwrap();
+    assert_eq!(owner.key_name, key_a);
+    assert_eq!(owner.end_user.as_deref(), Some("alice"));
+    assert!(store.object_owner(&nobody).await.unwrap().is_none());
+    let owned = store
+        .owned_by(&key_a, &[mine.as_str(), theirs.as_str(), nobody.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(owned.into_iter().collect::<Vec<_>>(), vec![mine.clone()]);
 }

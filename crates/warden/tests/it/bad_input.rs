@@ -137,16 +137,19 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         .send()
         .await
         .unwrap();
-    assert_eq!(expect_error(response, 404).await["code"], "unknown_url");
+    assert_eq!(
+        expect_error(response, 404).await["code"],
+        "path_not_proxied"
+    );
     let response = client()
-        .get(w.url("/v1/chat/completions"))
+        .get(w.url("/v1/embeddings"))
         .bearer_auth(APP_KEY)
         .send()
         .await
         .unwrap();
     expect_error(response, 405).await;
     let response = client().get(w.url("/")).send().await.unwrap();
-    expect_error(response, 404).await;
+    assert_eq!(expect_error(response, 404).await["code"], "unknown_url");
 }
 
 #[tokio::test]

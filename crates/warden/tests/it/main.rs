@@ -33,6 +33,7 @@ mod proxy;
 mod reload;
 mod report;
 mod request_corpus;
+mod routes;
 mod safety_profiles;
 mod spend;
 mod streaming;

@@ -1,0 +1,626 @@
+//! The OpenAI REST routes Warden proxies beyond the original model endpoints, one row each:
+//! method, path pattern, the label keys' scopes and metrics name it by, how the body is
+//! read, which content checks apply and which stored objects it creates, lists or touches.
+//! Derived from the resource lists of the official SDKs the tests pin (openai-python 3.57,
+//! openai-node 6.49). `docs/routes.md` is this table in prose; keep the two in step.
+
+use super::{BodyKind, Checks, Kind, Objects, Route, Verb};
+
+const MB: u64 = 1024 * 1024;
+
+/// Room for the multipart framing and text fields around a file of OpenAI's maximum size.
+const FRAMING: u64 = 64 * 1024;
+/// OpenAI's own caps, so Warden refuses at the door what OpenAI would refuse at the end.
+const FILE_MAX: u64 = 512 * MB + FRAMING;
+const PART_MAX: u64 = 64 * MB + FRAMING;
+const AUDIO_MAX: u64 = 25 * MB + FRAMING;
+const IMAGE_MAX: u64 = 50 * MB + FRAMING;
+const VIDEO_MAX: u64 = 100 * MB + FRAMING;
+
+/// `0` means the server's `max_body_bytes` (JSON bodies).
+const JSON: u64 = 0;
+
+const fn r(
+    method: Verb,
+    pattern: &'static str,
+    label: &'static str,
+    body: BodyKind,
+    checks: Checks,
+    objects: Objects,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        label,
+        body,
+        checks,
+        objects,
+        max_bytes: JSON,
+        file_refs: &[],
+    }
+}
+
+const fn capped(route: Route, max_bytes: u64) -> Route {
+    Route { max_bytes, ..route }
+}
+
+const fn refs(route: Route, file_refs: &'static [&'static str]) -> Route {
+    Route { file_refs, ..route }
+}
+
+use BodyKind::{Json, Multipart, MultipartOrJson, NoBody};
+use Checks::{Answer, Items, Nothing, Text, UploadedFile};
+use Kind::*;
+use Objects::{Creates, Lists, NotOwned, Owned};
+use Verb::{Delete, Get, Post};
+
+pub static ROUTES: &[Route] = &[
+    // Stored chat completions (created by `POST /v1/chat/completions` with `store: true`).
+    r(
+        Get,
+        "/v1/chat/completions",
+        "chat.completions.list",
+        NoBody,
+        Nothing,
+        Lists(ChatCompletion),
+    ),
+    r(
+        Get,
+        "/v1/chat/completions/{id}",
+        "chat.completions.retrieve",
+        NoBody,
+        Nothing,
+        Owned(ChatCompletion),
+    ),
+    r(
+        Post,
+        "/v1/chat/completions/{id}",
+        "chat.completions.update",
+        Json,
+        Nothing,
+        Owned(ChatCompletion),
+    ),
+    r(
+        Delete,
+        "/v1/chat/completions/{id}",
+        "chat.completions.delete",
+        NoBody,
+        Nothing,
+        Owned(ChatCompletion),
+    ),
+    r(
+        Get,
+        "/v1/chat/completions/{id}/messages",
+        "chat.completions.messages",
+        NoBody,
+        Nothing,
+        Owned(ChatCompletion),
+    ),
+    // Stored responses (created by `POST /v1/responses`, `background: true` included).
+    r(
+        Get,
+        "/v1/responses/{id}",
+        "responses.retrieve",
+        NoBody,
+        Nothing,
+        Owned(Response),
+    ),
+    r(
+        Delete,
+        "/v1/responses/{id}",
+        "responses.delete",
+        NoBody,
+        Nothing,
+        Owned(Response),
+    ),
+    r(
+        Post,
+        "/v1/responses/{id}/cancel",
+        "responses.cancel",
+        NoBody,
+        Nothing,
+        Owned(Response),
+    ),
+    r(
+        Get,
+        "/v1/responses/{id}/input_items",
+        "responses.input_items",
+        NoBody,
+        Nothing,
+        Owned(Response),
+    ),
+    r(
+        Post,
+        "/v1/responses/input_tokens",
+        "responses.input_tokens",
+        Json,
+        Nothing,
+        NotOwned,
+    ),
+    // Conversations and their items.
+    r(
+        Post,
+        "/v1/conversations",
+        "conversations.create",
+        Json,
+        Items,
+        Creates(Conversation),
+    ),
+    r(
+        Get,
+        "/v1/conversations/{id}",
+        "conversations.retrieve",
+        NoBody,
+        Nothing,
+        Owned(Conversation),
+    ),
+    r(
+        Post,
+        "/v1/conversations/{id}",
+        "conversations.update",
+        Json,
+        Nothing,
+        Owned(Conversation),
+    ),
+    r(
+        Delete,
+        "/v1/conversations/{id}",
+        "conversations.delete",
+        NoBody,
+        Nothing,
+        Owned(Conversation),
+    ),
+    r(
+        Post,
+        "/v1/conversations/{id}/items",
+        "conversations.items.create",
+        Json,
+        Items,
+        Owned(Conversation),
+    ),
+    r(
+        Get,
+        "/v1/conversations/{id}/items",
+        "conversations.items.list",
+        NoBody,
+        Nothing,
+        Owned(Conversation),
+    ),
+    r(
+        Get,
+        "/v1/conversations/{id}/items/{item}",
+        "conversations.items.retrieve",
+        NoBody,
+        Nothing,
+        Owned(Conversation),
+    ),
+    r(
+        Delete,
+        "/v1/conversations/{id}/items/{item}",
+        "conversations.items.delete",
+        NoBody,
+        Nothing,
+        Owned(Conversation),
+    ),
+    // Files: batch and fine-tune files are checked line by line before upload.
+    capped(
+        r(
+            Post,
+            "/v1/files",
+            "files.create",
+            Multipart,
+            UploadedFile,
+            Creates(File),
+        ),
+        FILE_MAX,
+    ),
+    r(Get, "/v1/files", "files.list", NoBody, Nothing, Lists(File)),
+    r(
+        Get,
+        "/v1/files/{id}",
+        "files.retrieve",
+        NoBody,
+        Nothing,
+        Owned(File),
+    ),
+    r(
+        Delete,
+        "/v1/files/{id}",
+        "files.delete",
+        NoBody,
+        Nothing,
+        Owned(File),
+    ),
+    r(
+        Get,
+        "/v1/files/{id}/content",
+        "files.content",
+        NoBody,
+        Nothing,
+        Owned(File),
+    ),
+    // Uploads: parts are streamed through with bounded memory.
+    r(
+        Post,
+        "/v1/uploads",
+        "uploads.create",
+        Json,
+        UploadedFile,
+        Creates(Upload),
+    ),
+    capped(
+        r(
+            Post,
+            "/v1/uploads/{id}/parts",
+            "uploads.parts.create",
+            Multipart,
+            Nothing,
+            Owned(Upload),
+        ),
+        PART_MAX,
+    ),
+    r(
+        Post,
+        "/v1/uploads/{id}/complete",
+        "uploads.complete",
+        Json,
+        Nothing,
+        Owned(Upload),
+    ),
+    r(
+        Post,
+        "/v1/uploads/{id}/cancel",
+        "uploads.cancel",
+        NoBody,
+        Nothing,
+        Owned(Upload),
+    ),
+    // Batches: the input file must be the caller's (and so was checked when uploaded).
+    refs(
+        r(
+            Post,
+            "/v1/batches",
+            "batches.create",
+            Json,
+            Nothing,
+            Creates(Batch),
+        ),
+        &["input_file_id"],
+    ),
+    r(
+        Get,
+        "/v1/batches",
+        "batches.list",
+        NoBody,
+        Nothing,
+        Lists(Batch),
+    ),
+    r(
+        Get,
+        "/v1/batches/{id}",
+        "batches.retrieve",
+        NoBody,
+        Nothing,
+        Owned(Batch),
+    ),
+    r(
+        Post,
+        "/v1/batches/{id}/cancel",
+        "batches.cancel",
+        NoBody,
+        Nothing,
+        Owned(Batch),
+    ),
+    // Fine-tuning jobs: the training files must be the caller's (checked when uploaded).
+    refs(
+        r(
+            Post,
+            "/v1/fine_tuning/jobs",
+            "fine_tuning.jobs.create",
+            Json,
+            Nothing,
+            Creates(FineTuningJob),
+        ),
+        &["training_file", "validation_file"],
+    ),
+    r(
+        Get,
+        "/v1/fine_tuning/jobs",
+        "fine_tuning.jobs.list",
+        NoBody,
+        Nothing,
+        Lists(FineTuningJob),
+    ),
+    r(
+        Get,
+        "/v1/fine_tuning/jobs/{id}",
+        "fine_tuning.jobs.retrieve",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    r(
+        Post,
+        "/v1/fine_tuning/jobs/{id}/cancel",
+        "fine_tuning.jobs.cancel",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    r(
+        Post,
+        "/v1/fine_tuning/jobs/{id}/pause",
+        "fine_tuning.jobs.pause",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    r(
+        Post,
+        "/v1/fine_tuning/jobs/{id}/resume",
+        "fine_tuning.jobs.resume",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    r(
+        Get,
+        "/v1/fine_tuning/jobs/{id}/events",
+        "fine_tuning.jobs.events",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    r(
+        Get,
+        "/v1/fine_tuning/jobs/{id}/checkpoints",
+        "fine_tuning.jobs.checkpoints",
+        NoBody,
+        Nothing,
+        Owned(FineTuningJob),
+    ),
+    // Audio: speech input is checked before generation; transcripts on the way back.
+    r(
+        Post,
+        "/v1/audio/speech",
+        "audio.speech",
+        Json,
+        Text(&["input", "instructions"]),
+        NotOwned,
+    ),
+    capped(
+        r(
+            Post,
+            "/v1/audio/transcriptions",
+            "audio.transcriptions",
+            Multipart,
+            Answer,
+            NotOwned,
+        ),
+        AUDIO_MAX,
+    ),
+    capped(
+        r(
+            Post,
+            "/v1/audio/translations",
+            "audio.translations",
+            Multipart,
+            Answer,
+            NotOwned,
+        ),
+        AUDIO_MAX,
+    ),
+    // Images: the edit prompt is checked like a generation prompt.
+    capped(
+        r(
+            Post,
+            "/v1/images/edits",
+            "images.edits",
+            Multipart,
+            Text(&["prompt"]),
+            NotOwned,
+        ),
+        IMAGE_MAX,
+    ),
+    capped(
+        r(
+            Post,
+            "/v1/images/variations",
+            "images.variations",
+            Multipart,
+            Nothing,
+            NotOwned,
+        ),
+        IMAGE_MAX,
+    ),
+    // Vector stores and their files.
+    refs(
+        r(
+            Post,
+            "/v1/vector_stores",
+            "vector_stores.create",
+            Json,
+            Nothing,
+            Creates(VectorStore),
+        ),
+        &["file_ids"],
+    ),
+    r(
+        Get,
+        "/v1/vector_stores",
+        "vector_stores.list",
+        NoBody,
+        Nothing,
+        Lists(VectorStore),
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}",
+        "vector_stores.retrieve",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Post,
+        "/v1/vector_stores/{id}",
+        "vector_stores.update",
+        Json,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Delete,
+        "/v1/vector_stores/{id}",
+        "vector_stores.delete",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Post,
+        "/v1/vector_stores/{id}/search",
+        "vector_stores.search",
+        Json,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    refs(
+        r(
+            Post,
+            "/v1/vector_stores/{id}/files",
+            "vector_stores.files.create",
+            Json,
+            Nothing,
+            Owned(VectorStore),
+        ),
+        &["file_id"],
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}/files",
+        "vector_stores.files.list",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}/files/{file}",
+        "vector_stores.files.retrieve",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Post,
+        "/v1/vector_stores/{id}/files/{file}",
+        "vector_stores.files.update",
+        Json,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Delete,
+        "/v1/vector_stores/{id}/files/{file}",
+        "vector_stores.files.delete",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}/files/{file}/content",
+        "vector_stores.files.content",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    refs(
+        r(
+            Post,
+            "/v1/vector_stores/{id}/file_batches",
+            "vector_stores.file_batches.create",
+            Json,
+            Nothing,
+            Owned(VectorStore),
+        ),
+        &["file_ids"],
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}/file_batches/{batch}",
+        "vector_stores.file_batches.retrieve",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Post,
+        "/v1/vector_stores/{id}/file_batches/{batch}/cancel",
+        "vector_stores.file_batches.cancel",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    r(
+        Get,
+        "/v1/vector_stores/{id}/file_batches/{batch}/files",
+        "vector_stores.file_batches.files",
+        NoBody,
+        Nothing,
+        Owned(VectorStore),
+    ),
+    // Videos: the prompt is checked before generation.
+    capped(
+        r(
+            Post,
+            "/v1/videos",
+            "videos.create",
+            MultipartOrJson,
+            Text(&["prompt"]),
+            Creates(Video),
+        ),
+        VIDEO_MAX,
+    ),
+    r(
+        Get,
+        "/v1/videos",
+        "videos.list",
+        NoBody,
+        Nothing,
+        Lists(Video),
+    ),
+    r(
+        Get,
+        "/v1/videos/{id}",
+        "videos.retrieve",
+        NoBody,
+        Nothing,
+        Owned(Video),
+    ),
+    r(
+        Delete,
+        "/v1/videos/{id}",
+        "videos.delete",
+        NoBody,
+        Nothing,
+        Owned(Video),
+    ),
+    r(
+        Get,
+        "/v1/videos/{id}/content",
+        "videos.content",
+        NoBody,
+        Nothing,
+        Owned(Video),
+    ),
+    r(
+        Post,
+        "/v1/videos/{id}/remix",
+        "videos.remix",
+        Json,
+        Text(&["prompt"]),
+        Owned(Video),
+    ),
+];
