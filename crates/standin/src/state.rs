@@ -17,7 +17,12 @@ pub(crate) struct App {
     api_key: Option<String>,
     /// More keys accepted besides `api_key` (a key rotation in progress).
     also_accepted: std::sync::RwLock<Vec<String>>,
+    /// Client events received on realtime sockets, oldest first (the latest 10,000).
+    realtime: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// Realtime client events kept for `GET /_standin/realtime`.
+const REALTIME_LOG: usize = 10_000;
 
 impl App {
     pub(crate) fn new(api_key: Option<String>) -> Self {
@@ -27,6 +32,31 @@ impl App {
             cases: Cases::default(),
             api_key,
             also_accepted: std::sync::RwLock::default(),
+            realtime: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Keeps one client event of a realtime session (a non-JSON frame as a string).
+    pub(crate) fn realtime_log(&self, event: serde_json::Value) {
+        if let Ok(mut log) = self.realtime.lock() {
+            if log.len() == REALTIME_LOG {
+                log.pop_front();
+            }
+            log.push_back(event);
+        }
+    }
+
+    /// Every kept realtime client event, oldest first.
+    pub(crate) fn realtime_events(&self) -> Vec<serde_json::Value> {
+        self.realtime
+            .lock()
+            .map(|log| log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn clear_realtime(&self) {
+        if let Ok(mut log) = self.realtime.lock() {
+            log.clear();
         }
     }
 
