@@ -14,6 +14,10 @@ pub enum Endpoint {
     ImagesGenerations,
     Models,
     Model,
+    /// `GET /v1/realtime`: a WebSocket session (see `realtime/`).
+    Realtime,
+    /// `POST /v1/realtime/client_secrets`: an ephemeral key for a browser or phone.
+    RealtimeClientSecrets,
 }
 
 /// How an endpoint names its end user to OpenAI.
@@ -27,6 +31,8 @@ pub enum UserField {
     User,
     /// No end-user field (moderations, models).
     None,
+    /// The `OpenAI-Safety-Identifier` header: Realtime's session config has no field.
+    Header,
 }
 
 impl Endpoint {
@@ -41,6 +47,8 @@ impl Endpoint {
             "/v1/moderations" => (Endpoint::Moderations, Method::POST),
             "/v1/images/generations" => (Endpoint::ImagesGenerations, Method::POST),
             "/v1/models" => (Endpoint::Models, Method::GET),
+            "/v1/realtime" => (Endpoint::Realtime, Method::GET),
+            "/v1/realtime/client_secrets" => (Endpoint::RealtimeClientSecrets, Method::POST),
             other => match other.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => (Endpoint::Model, Method::GET),
                 _ => {
@@ -72,6 +80,8 @@ impl Endpoint {
         "images.generations",
         "models",
         "models.retrieve",
+        "realtime",
+        "realtime.client_secrets",
     ];
 
     pub fn label(self) -> &'static str {
@@ -84,11 +94,16 @@ impl Endpoint {
             Endpoint::ImagesGenerations => "images.generations",
             Endpoint::Models => "models",
             Endpoint::Model => "models.retrieve",
+            Endpoint::Realtime => "realtime",
+            Endpoint::RealtimeClientSecrets => "realtime.client_secrets",
         }
     }
 
     pub fn has_json_body(self) -> bool {
-        !matches!(self, Endpoint::Models | Endpoint::Model)
+        !matches!(
+            self,
+            Endpoint::Models | Endpoint::Model | Endpoint::Realtime
+        )
     }
 
     pub fn user_field(self) -> UserField {
@@ -97,6 +112,7 @@ impl Endpoint {
             Endpoint::ImagesGenerations => UserField::SafetyIdentifierAndUser,
             Endpoint::Completions | Endpoint::Embeddings => UserField::User,
             Endpoint::Moderations | Endpoint::Models | Endpoint::Model => UserField::None,
+            Endpoint::Realtime | Endpoint::RealtimeClientSecrets => UserField::Header,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Gateway {
     pub key_countries: Arc<crate::keys::countries::KeyCountries>,
     /// Failed admin and webhook authentication per client address.
     pub auth_failures: Arc<crate::admin_api::guessing::AuthFailures>,
+    /// Open Realtime sessions and per-user session counts (`[realtime]`).
+    pub realtime: Arc<crate::realtime::Sessions>,
 }
 
 impl Gateway {
@@ -221,6 +223,7 @@ impl Gateway {
             spend,
             key_countries,
             auth_failures,
+            realtime: Arc::new(crate::realtime::Sessions::new(config.realtime.clone())),
         })
     }
 

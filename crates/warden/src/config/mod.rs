@@ -16,6 +16,7 @@ pub mod pacing;
 pub mod problems;
 pub mod profiles;
 pub mod raw;
+pub mod realtime;
 pub mod retries;
 pub mod schema;
 pub mod secrets;
@@ -61,6 +62,8 @@ pub struct Config {
     /// `[events]`: store switch, durable wait, excerpts, retention.
     pub events: events::EventsConfig,
     pub spend: spend::SpendConfig,
+    /// `[realtime]`: the Realtime relay and client secrets.
+    pub realtime: realtime::RealtimeConfig,
 }
 
 /// `[safety]`: content safety policy.

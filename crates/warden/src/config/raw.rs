@@ -132,6 +132,8 @@ pub struct RawConfig {
     pub events: Option<toml::Value>,
     /// `[spend]`, read in `config/spend.rs`.
     pub spend: Option<toml::Value>,
+    /// `[realtime]`, read in `config/realtime.rs`.
+    pub realtime: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -155,6 +157,7 @@ const SECTIONS: &[&str] = &[
     "lockdown",
     "events",
     "spend",
+    "realtime",
 ];
 
 impl RawConfig {
@@ -190,6 +193,7 @@ impl RawConfig {
                 "lockdown" => raw.lockdown = Some(value.clone()),
                 "events" => raw.events = Some(value.clone()),
                 "spend" => raw.spend = Some(value.clone()),
+                "realtime" => raw.realtime = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(other, super::schema::unknown("section", other, SECTIONS)),
             }

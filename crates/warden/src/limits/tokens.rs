@@ -140,7 +140,11 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &JsonBody) -> u64 {
             total += field("input").map_or(0, |v| text_or_ids(enc, &v));
         }
         Endpoint::ImagesGenerations => total += field("prompt").map_or(0, |v| text_or_ids(enc, &v)),
-        Endpoint::Models | Endpoint::Model => {}
+        // A session's tokens are counted from its `response.done` usage, not estimated.
+        Endpoint::Models
+        | Endpoint::Model
+        | Endpoint::Realtime
+        | Endpoint::RealtimeClientSecrets => {}
     }
     total
 }

@@ -83,6 +83,28 @@ impl RequestContext {
         client_ip: IpAddr,
         incoming: Incoming,
     ) -> Self {
+        let mut ctx = Self::detached(
+            request_id,
+            endpoint,
+            method,
+            path_and_query,
+            headers,
+            client_ip,
+        );
+        ctx.incoming = Some(incoming);
+        ctx
+    }
+
+    /// A context with no HTTP body of its own: one Realtime client event, whose frame
+    /// is set as `raw_body`/`body` by the caller.
+    pub fn detached(
+        request_id: String,
+        endpoint: Endpoint,
+        method: Method,
+        path_and_query: String,
+        headers: HeaderMap,
+        client_ip: IpAddr,
+    ) -> Self {
         Self {
             request_id,
             started: Instant::now(),
@@ -91,7 +113,7 @@ impl RequestContext {
             path_and_query,
             headers,
             client_ip,
-            incoming: Some(incoming),
+            incoming: None,
             raw_body: Bytes::new(),
             body: None,
             texts: RequestTexts::default(),
