@@ -103,6 +103,21 @@ async fn until_done(socket: &mut Socket) -> Vec<Value> {
     panic!("the socket closed before response.done: {events:?}");
 }
 
+/// Strikes on record for `user` of key `app`, waiting up to 5 s for at least `at_least`.
+async fn strikes(w: &Warden, user: &str, at_least: usize) -> usize {
+    let config = w.config_path.to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let shown = w.cli(&["users", "show", user, "--json", "--config", &config]);
+        let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or(Value::Null);
+        let n = shown["strikes"].as_array().map_or(0, Vec::len);
+        if n >= at_least || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn user_item(text: &str) -> Value {
     json!({"type": "conversation.item.create", "event_id": "evt_item", "item": {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
@@ -184,6 +199,11 @@ async fn flagged_user_item_is_refused_and_not_forwarded() {
     assert!(seen
         .iter()
         .any(|e| e.to_string().contains("a calm question")));
+    assert_eq!(
+        strikes(&w, "bob", 1).await,
+        1,
+        "the refused item is a strike"
+    );
 }
 
 #[tokio::test]
@@ -213,6 +233,10 @@ async fn flagged_transcript_is_cancelled_and_never_relayed() {
     assert!(
         seen.iter().any(|e| e["type"] == "response.cancel"),
         "Warden cancelled upstream"
+    );
+    assert!(
+        strikes(&w, "carol", 1).await >= 1,
+        "the blocked output is a strike"
     );
 }
 

@@ -31,6 +31,8 @@ use crate::stages::safety_identifier::SAFETY_HEADER;
 
 /// Browsers cannot set headers on a WebSocket: OpenAI reads the key from this subprotocol.
 const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
+/// ...and Warden reads the end-user token (`X-Warden-User-Token`) from this one.
+const USER_TOKEN_PROTOCOL: &str = "warden-user-token.";
 
 /// Frames queued toward a slow reader before writes wait (tungstenite's write buffer).
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -177,8 +179,9 @@ fn websocket_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Moves a browser's key subprotocol into `Authorization` (when none was sent) and drops
-/// the subprotocol header, so the key never travels further. Returns whether the client
+/// Moves a browser's key subprotocol into `Authorization` and its user-token subprotocol
+/// into `X-Warden-User-Token` (when the headers were not sent) and drops the subprotocol
+/// header, so neither travels further. Returns whether the client
 /// offered the `realtime` subprotocol (answered in the 101).
 fn key_from_subprotocol(headers: &mut HeaderMap) -> bool {
     let Some(offered) = headers
@@ -191,6 +194,13 @@ fn key_from_subprotocol(headers: &mut HeaderMap) -> bool {
     for protocol in offered.split(',').map(str::trim) {
         if protocol == "realtime" {
             realtime = true;
+        } else if let Some(token) = protocol.strip_prefix(USER_TOKEN_PROTOCOL) {
+            let header = crate::stages::end_user::USER_TOKEN_HEADER;
+            if !headers.contains_key(header) {
+                if let Ok(value) = HeaderValue::from_str(token) {
+                    headers.insert(header, value);
+                }
+            }
         } else if let Some(key) = protocol.strip_prefix(KEY_PROTOCOL) {
             if !headers.contains_key(http::header::AUTHORIZATION) {
                 if let Some(value) = crate::proxy::headers::bearer(key) {

@@ -141,7 +141,11 @@ impl Session {
                     if text.as_str().contains("\"input_audio_buffer.append\"") {
                         totals.audio_in_bytes += text.len() as u64;
                     }
-                    match inputs.client_event(&self.ctx, text.as_str()).await {
+                    let decision = match over_budget(&self.gateway, &self.ctx, text.as_str()) {
+                        Some(error) => ClientDecision::Refuse { error, event_id: None, ctx: None },
+                        None => inputs.client_event(&self.ctx, text.as_str()).await,
+                    };
+                    match decision {
                         ClientDecision::Forward(bytes) => {
                             let frame = if bytes.len() == text.len() {
                                 Message::Text(text)
@@ -191,8 +195,10 @@ impl Session {
                     if event.kind == "response.done" {
                         totals.responses += 1;
                         if let Some(usage) = event.response.as_ref().and_then(|r| r.get("usage")) {
-                            totals.input_tokens += usage.get("input_tokens").and_then(|v| v.as_u64()).unwrap_or(0);
-                            totals.output_tokens += usage.get("output_tokens").and_then(|v| v.as_u64()).unwrap_or(0);
+                            let usage = usage_of(usage);
+                            totals.input_tokens += usage.input;
+                            totals.output_tokens += usage.output;
+                            charge(&self.gateway, &self.ctx, usage);
                         }
                     }
                     if let Some(id) = response_id.as_deref().filter(|id| windows.is_blocked(id)) {
@@ -315,6 +321,10 @@ impl Session {
                     .await;
         }
         drop(self.slot.take());
+        // The session's tokens replace the handshake's zero estimate in the token limits.
+        if let Some(ticket) = &self.ctx.limit_ticket {
+            ticket.settle(Some(totals.input_tokens + totals.output_tokens));
+        }
         let (outcome, label) = match end {
             End::ClientClosed => (Outcome::Allowed, "client_closed"),
             End::UpstreamClosed => (Outcome::Allowed, "upstream_closed"),
@@ -342,6 +352,47 @@ impl Session {
         );
         self.recorder.finish(outcome, Some(label));
     }
+}
+
+/// `response.done` usage: input (cached included), cached, output, total.
+fn usage_of(usage: &serde_json::Value) -> crate::openai::usage::Usage {
+    let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let input = n(usage.get("input_tokens"));
+    let output = n(usage.get("output_tokens"));
+    let total = match n(usage.get("total_tokens")) {
+        0 => input + output,
+        total => total,
+    };
+    crate::openai::usage::Usage {
+        input,
+        cached_input: n(usage
+            .get("input_token_details")
+            .and_then(|d| d.get("cached_tokens"))),
+        output,
+        total,
+    }
+}
+
+/// Counts a response's tokens against the spend budgets as soon as it is done.
+fn charge(gateway: &Gateway, ctx: &RequestContext, usage: crate::openai::usage::Usage) {
+    if !gateway.spend.enabled() {
+        return;
+    }
+    if let (Some(key), Some(model)) = (ctx.key_name(), ctx.model.as_deref()) {
+        let user = ctx.end_user.as_ref().map(|u| u.id.as_str());
+        gateway.spend.record(key, user, model, usage);
+    }
+}
+
+/// A `response.create` once the key or user is over a spend budget: refused like an
+/// HTTP request would be, so an open session cannot outspend its caps.
+fn over_budget(gateway: &Gateway, ctx: &RequestContext, frame: &str) -> Option<WardenError> {
+    if !gateway.spend.enabled() || !frame.contains("\"response.create\"") {
+        return None;
+    }
+    let key = ctx.key_name()?;
+    let user = ctx.end_user.as_ref().map(|u| u.id.as_str());
+    gateway.spend.check(key, user).err()
 }
 
 /// The user's standing now: banned or suspended ends the session.
