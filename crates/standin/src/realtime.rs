@@ -17,7 +17,8 @@
 //! The reply is the echo of the last user text (`text::reply`). Cues in that text:
 //! `SAY_FLAG=<category>` makes the reply carry `FLAG:<category>` after a dozen harmless
 //! words (a transcript the stand-in's moderation flags mid-response);
-//! `SLOW_REPLY` paces deltas 20 ms apart instead of 1 ms.
+//! `SLOW_REPLY` paces deltas 20 ms apart instead of 1 ms; `REPEAT=<n>` says the reply n
+//! times (at most 100,000) as fast as the socket takes it (a flood for slow-reader tests).
 //! Every client frame is kept in the realtime log (`GET /_standin/realtime`).
 
 use crate::state::App;
@@ -277,6 +278,7 @@ async fn send_error(
 /// What one `response.create` will say, decided when it is asked for.
 struct Reply {
     text: String,
+    repeat: usize,
     audio: bool,
     gap: Duration,
     input_tokens: u64,
@@ -303,8 +305,15 @@ impl Reply {
             .get("instructions")
             .and_then(Value::as_str)
             .unwrap_or("");
+        let repeat = user
+            .split_once("REPEAT=")
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<usize>().ok())
+            .map_or(1, |n| n.clamp(1, 100_000));
         Reply {
-            gap: if user.contains("SLOW_REPLY") {
+            repeat,
+            gap: if repeat > 1 {
+                Duration::ZERO
+            } else if user.contains("SLOW_REPLY") {
                 SLOW_GAP
             } else {
                 DELTA_GAP
@@ -380,8 +389,13 @@ async fn respond(out: mpsc::Sender<Value>, reply: Reply, cancelled: Arc<AtomicBo
     }
     let mut said = String::new();
     let mut was_cancelled = false;
-    for piece in text::pieces(&reply.text) {
-        tokio::time::sleep(reply.gap).await;
+    let pieces = text::pieces(&reply.text);
+    for piece in std::iter::repeat_n(pieces.iter(), reply.repeat).flatten() {
+        if reply.gap.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(reply.gap).await;
+        }
         if cancelled.load(Ordering::Acquire) {
             was_cancelled = true;
             break;

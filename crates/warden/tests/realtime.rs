@@ -22,6 +22,8 @@ action = "block"
 action = "block"
 [realtime]
 max_sessions_per_user = 1
+max_frame_bytes = 65536
+client_send_timeout_secs = 1
 "#;
 
 fn start() -> Warden {
@@ -355,4 +357,98 @@ async fn client_secret_needs_an_end_user_and_is_capped() {
         .unwrap();
     let error = expect_error(flagged, 400).await;
     assert_eq!(error["code"], "content_filter");
+}
+
+/// Warden's resident memory, in KiB.
+fn rss_kib(w: &Warden) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The admin API's latest session events (endpoint `realtime`, kind `request`).
+async fn session_events(w: &Warden) -> String {
+    client()
+        .get(format!("{}/admin/v1/events?kind=request&limit=20", w.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_and_its_backlog_is_not_queued() {
+    // Output moderation off: this is about the relay's buffers, not the score cache.
+    let w = Warden::start_with(Options {
+        extra_toml: POLICY.replace(
+            "client_send_timeout_secs = 1",
+            "client_send_timeout_secs = 1\nmoderate_output = false",
+        ),
+        moderation: true,
+        ..Default::default()
+    });
+    let mut s = connect(&w, "frank").await.unwrap();
+    next(&mut s).await.unwrap();
+    let before = rss_kib(&w);
+    // About 20 MB of audio and transcript deltas, sent as fast as the sockets take them.
+    send(&mut s, user_item("flood me REPEAT=30000")).await;
+    send(&mut s, json!({"type": "response.create"})).await;
+    // The client reads nothing until Warden has given up on it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = session_events(&w).await;
+        if events.contains("client_not_reading") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "session never closed: {events}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Resident memory is reported, not asserted: the allocator keeps what it touched while
+    // relaying the frames that did go out, so RSS alone cannot tell buffering from reuse.
+    eprintln!("RSS grew by {} KiB", rss_kib(&w).saturating_sub(before));
+    // What was in flight drains, then the socket ends: the response never completes.
+    let mut frames = 0;
+    while let Some(event) = next(&mut s).await {
+        assert_ne!(
+            event["type"], "response.done",
+            "the whole flood was buffered"
+        );
+        frames += 1;
+    }
+    assert!(
+        frames < 60_000,
+        "{frames} frames reached the stalled client"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_the_session() {
+    let w = start();
+    let mut s = connect(&w, "gina").await.unwrap();
+    next(&mut s).await.unwrap();
+    let huge = json!({"type": "input_audio_buffer.append", "audio": "A".repeat(100_000)});
+    send(&mut s, huge).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    assert_eq!(closed, Some(1009));
+    assert!(!w
+        .standin
+        .realtime_events()
+        .iter()
+        .any(|e| e["type"] == "input_audio_buffer.append"));
 }

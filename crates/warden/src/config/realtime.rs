@@ -13,6 +13,7 @@ section! {
         idle_timeout_secs: u64,
         max_session_secs: u64,
         max_frame_bytes: u64,
+        client_send_timeout_secs: u64,
         client_secret_max_ttl_secs: u64,
         unknown_events: String,
         moderate_output: bool,
@@ -41,6 +42,8 @@ pub struct RealtimeConfig {
     pub max_session: Duration,
     /// Largest frame accepted from the client (OpenAI caps audio appends at 15 MiB).
     pub max_frame_bytes: usize,
+    /// A client that cannot take one frame for this long is not reading: closed.
+    pub client_send_timeout: Duration,
     /// Client secrets never live longer than this, whatever the request asked.
     pub client_secret_max_ttl: Duration,
     pub unknown_events: UnknownEvents,
@@ -57,6 +60,7 @@ impl Default for RealtimeConfig {
             idle_timeout: Duration::from_secs(300),
             max_session: Duration::from_secs(3600),
             max_frame_bytes: 16 * 1024 * 1024,
+            client_send_timeout: Duration::from_secs(10),
             client_secret_max_ttl: Duration::from_secs(600),
             unknown_events: UnknownEvents::Refuse,
             moderate_output: true,
@@ -116,6 +120,13 @@ pub fn validate(value: Option<&toml::Value>, problems: &mut Problems) -> Realtim
         1024,
         64 * 1024 * 1024,
     ) as usize;
+    let send_timeout = within(
+        raw.client_send_timeout_secs,
+        d.client_send_timeout.as_secs(),
+        "client_send_timeout_secs",
+        1,
+        600,
+    );
     // OpenAI accepts 10 s to 2 h for a client secret.
     let ttl = within(
         raw.client_secret_max_ttl_secs,
@@ -142,6 +153,7 @@ pub fn validate(value: Option<&toml::Value>, problems: &mut Problems) -> Realtim
         idle_timeout: Duration::from_secs(idle),
         max_session: Duration::from_secs(max_session),
         max_frame_bytes,
+        client_send_timeout: Duration::from_secs(send_timeout),
         client_secret_max_ttl: Duration::from_secs(ttl),
         unknown_events,
         moderate_output: raw.moderate_output.unwrap_or(d.moderate_output),

@@ -2,7 +2,7 @@
 //!
 //! Nothing is buffered beyond one frame per direction plus the held output window: a
 //! client that stops reading stalls the relay (TCP backpressure reaches upstream), and
-//! after `SEND_STALL` the session is closed.
+//! after `send_stall` the session is closed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +28,6 @@ use crate::reload::Snapshot;
 
 /// How often the end user's standing, idle time and session age are looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-/// A client that takes longer than this to accept one frame is not reading.
-const SEND_STALL: Duration = Duration::from_secs(10);
 
 /// Totals for the session event.
 #[derive(Default)]
@@ -80,6 +78,7 @@ enum End {
     Idle,
     TooLong,
     ClientNotReading,
+    FrameTooBig,
 }
 
 impl Session {
@@ -103,10 +102,12 @@ impl Session {
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_activity = Instant::now();
         let mut flag_events = 0u64;
+        // A client that takes longer than this to accept one frame is not reading.
+        let send_stall = config.client_send_timeout;
 
         macro_rules! to_client {
             ($msg:expr) => {
-                match tokio::time::timeout(SEND_STALL, to_client.send($msg)).await {
+                match tokio::time::timeout(send_stall, to_client.send($msg)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break End::ClientClosed,
                     Err(_) => break End::ClientNotReading,
@@ -126,6 +127,7 @@ impl Session {
                 frame = from_client.next() => {
                     last_activity = Instant::now();
                     let text = match frame {
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => break End::FrameTooBig,
                         None | Some(Err(_)) => break End::ClientClosed,
                         Some(Ok(Message::Close(_))) => break End::ClientClosed,
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -271,7 +273,7 @@ impl Session {
                     let mut failed = None;
                     for frame in frames {
                         let Ok(t) = Utf8Bytes::try_from(frame) else { continue };
-                        match tokio::time::timeout(SEND_STALL, to_client.send(Message::Text(t))).await {
+                        match tokio::time::timeout(send_stall, to_client.send(Message::Text(t))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => { failed = Some(End::ClientClosed); break; }
                             Err(_) => { failed = Some(End::ClientNotReading); break; }
@@ -284,7 +286,7 @@ impl Session {
                 _ = watch.tick() => {
                     if let Some(why) = sanctioned(&self.gateway, &self.ctx) {
                         let err = why;
-                        let _ = tokio::time::timeout(SEND_STALL, to_client.send(error_message(&err, &self.ctx.request_id, None))).await;
+                        let _ = tokio::time::timeout(send_stall, to_client.send(error_message(&err, &self.ctx.request_id, None))).await;
                         break End::Sanctioned(err.code());
                     }
                     if last_activity.elapsed() >= config.idle_timeout {
@@ -303,6 +305,7 @@ impl Session {
             End::Idle => (CloseCode::Normal, "idle timeout"),
             End::TooLong => (CloseCode::Normal, "session too long"),
             End::ClientNotReading => (CloseCode::Policy, "client not reading"),
+            End::FrameTooBig => (CloseCode::Size, "frame too big"),
         };
         let close = |code: CloseCode, reason: &str| {
             Message::Close(Some(CloseFrame {
@@ -332,6 +335,7 @@ impl Session {
             End::Idle => (Outcome::Allowed, "idle_timeout"),
             End::TooLong => (Outcome::Allowed, "max_session"),
             End::ClientNotReading => (Outcome::Cancelled, "client_not_reading"),
+            End::FrameTooBig => (Outcome::Blocked, "frame_too_big"),
         };
         self.recorder.detail(
             "realtime",
