@@ -9,6 +9,7 @@ mod load;
 mod pool;
 mod proc_stats;
 mod procs;
+mod realtime;
 mod report;
 mod run;
 mod safety;
@@ -81,6 +82,10 @@ enum Command {
     /// (against re-moderating it whole every turn), and the time to first and last token that
     /// output moderation adds to streams. Exits non-zero if a turn re-sent moderated text.
     Moderation(ModerationArgs),
+    /// Realtime sessions: time to first delta and to `response.done`, straight to the
+    /// stand-in vs through Warden (relay only, and with output moderation), events/s,
+    /// and Warden's RSS per open session.
+    Realtime(realtime::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -256,6 +261,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::Moderation(moderation)) = &args.command {
         return run_moderation(moderation);
+    }
+    if let Some(Command::Realtime(realtime)) = &args.command {
+        return realtime::run(realtime, bin_dir(realtime.bin_dir.as_ref())?);
     }
     let plan = args.plan()?;
     let bin_dir = args.bin_dir()?;
