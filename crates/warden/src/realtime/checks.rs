@@ -267,8 +267,7 @@ impl OutputWindows {
         released
     }
 
-    /// Frames still held for a response (relayed as they are when output checks end
-    /// without a verdict, e.g. the response finished with no `.done` for a part).
+    /// Drops whatever is still held for a response, and its blocked mark (its end came).
     pub fn forget(&mut self, response_id: &str) {
         self.held.retain(|p, _| !p.starts_with(response_id));
         self.blocked.retain(|r| r != response_id);

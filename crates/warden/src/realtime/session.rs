@@ -216,6 +216,13 @@ impl Session {
                         to_client!(Message::Text(text));
                         continue;
                     }
+                    if event.kind == "response.done" {
+                        // A part cut before its `.done` (a cancelled response): what is still
+                        // held was never judged, so it is dropped, not released.
+                        if let Some(id) = response_id.as_deref() {
+                            windows.forget(id);
+                        }
+                    }
                     let part = |ev: &ServerEvent| format!("{}/{}/{}", ev.response_id.unwrap_or(""), ev.item_id.unwrap_or(""), ev.content_index.unwrap_or(0));
                     let step = match event.kind {
                         "response.output_text.delta" | "response.output_audio_transcript.delta" => {
