@@ -84,6 +84,13 @@ pub async fn accept(
     let mut recorder = recorder;
     let ran = snapshot.pipeline.run(&mut ctx).await;
     recorder.learn(&ctx);
+    // Like an HTTP request: volume and key-sharing signals see every handshake.
+    gateway.abuse.observe(&ctx, ran.as_ref().err());
+    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
+        gateway
+            .key_countries
+            .observe(key, country, ctx.client_ip, &ctx.request_id);
+    }
     if let Err(err) = ran {
         if let (None, Some(key), Some(user)) = (
             &ctx.safety_identifier,
