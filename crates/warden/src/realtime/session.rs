@@ -29,6 +29,15 @@ use crate::reload::Snapshot;
 /// How often the end user's standing, idle time and session age are looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 
+/// Server events whose text is held and moderated (see `checks::OutputWindows`).
+const MODERATED_OUTPUT: &[&str] = &[
+    "response.output_text.delta",
+    "response.output_audio_transcript.delta",
+    "response.output_text.done",
+    "response.output_audio_transcript.done",
+    "conversation.item.input_audio_transcription.completed",
+];
+
 /// Totals for the session event.
 #[derive(Default)]
 struct Totals {
@@ -223,6 +232,11 @@ impl Session {
                             windows.forget(id);
                         }
                     }
+                    if !MODERATED_OUTPUT.contains(&event.kind) {
+                        // Audio, lifecycle and everything else: relayed as it came, no copy.
+                        to_client!(Message::Text(text));
+                        continue;
+                    }
                     let part = |ev: &ServerEvent| format!("{}/{}/{}", ev.response_id.unwrap_or(""), ev.item_id.unwrap_or(""), ev.content_index.unwrap_or(0));
                     let step = match event.kind {
                         "response.output_text.delta" | "response.output_audio_transcript.delta" => {
@@ -239,7 +253,7 @@ impl Session {
                                 .unwrap_or_default();
                             OutputStep::Check { part: format!("transcription/{}", event.item_id.unwrap_or("")), text: transcript }
                         }
-                        _ => OutputStep::Release(vec![Bytes::copy_from_slice(text.as_bytes())]),
+                        _ => OutputStep::Drop,
                     };
                     let frames = match step {
                         OutputStep::Release(frames) => frames,
