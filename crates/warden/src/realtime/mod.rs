@@ -2,11 +2,13 @@
 //! - `relay` — `GET /v1/realtime`: authenticates the WebSocket handshake with the request
 //!   pipeline, opens the upstream socket with the real key and runs the session;
 //! - `session` — relays frames both ways, checking client events and model output;
+//! - `accounting` — events for refusals and output flags, tokens against spend budgets;
 //! - `checks` — client events through local filters and moderation, output windows;
 //! - `upstream` — the upstream WebSocket connection (plain or TLS);
 //! - `secrets` — `POST /v1/realtime/client_secrets`: end user required, expiry capped;
 //! - this file — open sessions per end user, and the per-user session limits.
 
+pub mod accounting;
 pub mod checks;
 pub mod relay;
 pub mod secrets;
