@@ -191,6 +191,8 @@ async fn drive(target: &Target, args: &Args) -> anyhow::Result<Result> {
         }
         let host = request.uri().authority().context("no host")?.to_string();
         let tcp = tokio::net::TcpStream::connect(host).await?;
+        // Small events must leave at once (Nagle plus delayed ACKs would add ~40 ms).
+        tcp.set_nodelay(true)?;
         let (mut socket, _) = tokio_tungstenite::client_async(request, tcp).await?;
         socket.next().await.context("no session.created")??;
         sockets.push(socket);
