@@ -9,6 +9,7 @@ mod load;
 mod pool;
 mod proc_stats;
 mod procs;
+mod realtime;
 mod report;
 mod routes;
 mod run;
@@ -95,6 +96,10 @@ enum Command {
     /// (bytes/s vs direct, Warden's peak RSS) and a batch file checked line by line
     /// (lines/s, Moderation calls made).
     Routes(RoutesArgs),
+    /// Realtime sessions: time to first delta and to `response.done`, straight to the
+    /// stand-in vs through Warden (relay only, and with output moderation), events/s,
+    /// and Warden's RSS per open session.
+    Realtime(realtime::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -315,6 +320,9 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&routes.out, &text)?;
         eprintln!("{text}");
         return Ok(());
+    }
+    if let Some(Command::Realtime(realtime)) = &args.command {
+        return realtime::run(realtime, bin_dir(realtime.bin_dir.as_ref())?);
     }
     let plan = args.plan()?;
     let bin_dir = args.bin_dir()?;

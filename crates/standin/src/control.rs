@@ -50,6 +50,11 @@ pub(crate) fn handle(app: &App, method: &Method, path: &str, body: &[u8]) -> Res
             app.recorder.clear();
             Ok(no_content())
         }
+        (&Method::GET, "/_standin/realtime") => Ok(json(&app.realtime_events())),
+        (&Method::DELETE, "/_standin/realtime") => {
+            app.clear_realtime();
+            Ok(no_content())
+        }
         (&Method::GET, "/_standin/stats") => Ok(json(&app.recorder.stats())),
         (&Method::POST, "/_standin/usage") => outside_usage(app, body),
         (&Method::POST, "/_standin/keys") => user_key(app, body),

@@ -38,6 +38,7 @@ mod images;
 mod models;
 mod moderations;
 mod org;
+mod realtime;
 mod record;
 mod responses;
 mod rest;
@@ -255,6 +256,12 @@ impl Handle {
     /// Forgets the recorded requests (the counters in [`Handle::stats`] keep counting).
     pub fn clear(&self) {
         self.app.recorder.clear();
+    }
+
+    /// Every client event received on realtime sockets (a non-JSON frame as a string),
+    /// oldest first, like `GET /_standin/realtime`.
+    pub fn realtime_events(&self) -> Vec<Value> {
+        self.app.realtime_events()
     }
 
     /// What `GET /_standin/stats` reports.

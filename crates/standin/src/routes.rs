@@ -4,8 +4,8 @@ use crate::errors::ApiError;
 use crate::faults::{self, Fault};
 use crate::state::App;
 use crate::{
-    admin, chat, completions, control, embeddings, images, models, moderations, org, responses,
-    text,
+    admin, chat, completions, control, embeddings, images, models, moderations, org, realtime,
+    responses, text,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -48,6 +48,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 /// 8. `x-request-id` (and for `/v1` the `x-ratelimit-*` headers) are stamped on the answer.
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.uri.path().trim_end_matches('/') == "/v1/realtime" && parts.method == Method::GET {
+        return realtime_socket(app, parts).await;
+    }
     let path = parts.uri.path();
     let is_v1 = path == "/v1" || path.starts_with("/v1/");
     // Upload parts are counted as they arrive, never held: tests send hundreds of MB.
@@ -73,6 +76,25 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(_) => ApiError::invalid_url(&parts.method, path).into_response(),
     };
     stamp(response.headers_mut(), is_v1);
+    response
+}
+
+/// `GET /v1/realtime`: recorded and authenticated like any `/v1` call (a queued `status`
+/// fault refuses the handshake), then upgraded to a Realtime session.
+async fn realtime_socket(app: Arc<App>, parts: http::request::Parts) -> Response {
+    app.recorder.record(&parts, &Bytes::new());
+    let mut response = match app.check_auth(&parts.headers) {
+        Err(error) => error.into_response(),
+        Ok(_) => match fault_for(&app, parts.uri.path(), &parts.headers) {
+            Err(error) => error.into_response(),
+            Ok(Fault {
+                status: Some(status),
+                ..
+            }) => ApiError::for_status(status).into_response(),
+            Ok(_) => realtime::upgrade(app.clone(), parts).await,
+        },
+    };
+    stamp(response.headers_mut(), true);
     response
 }
 
@@ -189,7 +211,8 @@ fn endpoint(
         | "/completions"
         | "/embeddings"
         | "/moderations"
-        | "/images/generations" => Method::POST,
+        | "/images/generations"
+        | "/realtime/client_secrets" => Method::POST,
         "/models" => Method::GET,
         _ if route.starts_with("/models/") || route.starts_with("/safety/cases/") => Method::GET,
         _ => return Err(ApiError::invalid_url(method, path)),
@@ -204,6 +227,7 @@ fn endpoint(
         "/embeddings" => embeddings::create(body),
         "/moderations" => moderations::create(body),
         "/images/generations" => images::create(body),
+        "/realtime/client_secrets" => realtime::client_secret(body),
         "/models" => Ok(models::list()),
         _ => {
             if let Some(id) = route.strip_prefix("/models/") {

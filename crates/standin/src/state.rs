@@ -23,7 +23,12 @@ pub(crate) struct App {
     admin_key: Option<String>,
     /// Files, batches, stored responses and the other stored objects (`rest`).
     pub(crate) objects: crate::rest::Objects,
+    /// Client events received on realtime sockets, oldest first (the latest 10,000).
+    realtime: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// Realtime client events kept for `GET /_standin/realtime`.
+const REALTIME_LOG: usize = 10_000;
 
 impl App {
     pub(crate) fn new(api_key: Option<String>, admin_key: Option<String>) -> Self {
@@ -35,6 +40,31 @@ impl App {
             keys_required: api_key.is_some(),
             admin_key,
             objects: crate::rest::Objects::default(),
+            realtime: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Keeps one client event of a realtime session (a non-JSON frame as a string).
+    pub(crate) fn realtime_log(&self, event: serde_json::Value) {
+        if let Ok(mut log) = self.realtime.lock() {
+            if log.len() == REALTIME_LOG {
+                log.pop_front();
+            }
+            log.push_back(event);
+        }
+    }
+
+    /// Every kept realtime client event, oldest first.
+    pub(crate) fn realtime_events(&self) -> Vec<serde_json::Value> {
+        self.realtime
+            .lock()
+            .map(|log| log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn clear_realtime(&self) {
+        if let Ok(mut log) = self.realtime.lock() {
+            log.clear();
         }
     }
 

@@ -18,6 +18,10 @@ pub enum Endpoint {
     Rest(crate::routes::RouteId),
     /// A path no table knows, passed through as-is (`[upstream] unknown_paths = "forward"`).
     Forward,
+    /// `GET /v1/realtime`: a WebSocket session (see `realtime/`).
+    Realtime,
+    /// `POST /v1/realtime/client_secrets`: an ephemeral key for a browser or phone.
+    RealtimeClientSecrets,
 }
 
 /// How an endpoint names its end user to OpenAI.
@@ -31,6 +35,8 @@ pub enum UserField {
     User,
     /// No end-user field (moderations, models).
     None,
+    /// The `OpenAI-Safety-Identifier` header: Realtime's session config has no field.
+    Header,
 }
 
 impl Endpoint {
@@ -61,6 +67,8 @@ impl Endpoint {
             "/v1/moderations" => (Endpoint::Moderations, Method::POST),
             "/v1/images/generations" => (Endpoint::ImagesGenerations, Method::POST),
             "/v1/models" => (Endpoint::Models, Method::GET),
+            "/v1/realtime" => (Endpoint::Realtime, Method::GET),
+            "/v1/realtime/client_secrets" => (Endpoint::RealtimeClientSecrets, Method::POST),
             other => match other.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => (Endpoint::Model, Method::GET),
                 _ if rest => {
@@ -112,6 +120,8 @@ impl Endpoint {
         "images.generations",
         "models",
         "models.retrieve",
+        "realtime",
+        "realtime.client_secrets",
     ];
 
     /// The endpoint a label names: one of `LABELS` or a REST route's.
@@ -157,6 +167,8 @@ impl Endpoint {
             Endpoint::ImagesGenerations => "images.generations",
             Endpoint::Models => "models",
             Endpoint::Model => "models.retrieve",
+            Endpoint::Realtime => "realtime",
+            Endpoint::RealtimeClientSecrets => "realtime.client_secrets",
         }
     }
 
@@ -164,7 +176,7 @@ impl Endpoint {
     /// turned into one by `read_body`; see `routes::multipart`).
     pub fn has_json_body(self) -> bool {
         match self {
-            Endpoint::Models | Endpoint::Model | Endpoint::Forward => false,
+            Endpoint::Models | Endpoint::Model | Endpoint::Forward | Endpoint::Realtime => false,
             Endpoint::Rest(id) => id.route().body == crate::routes::BodyKind::Json,
             _ => true,
         }
@@ -184,6 +196,7 @@ impl Endpoint {
                 UserField::SafetyIdentifierAndUser
             }
             Endpoint::Rest(_) => UserField::None,
+            Endpoint::Realtime | Endpoint::RealtimeClientSecrets => UserField::Header,
         }
     }
 }

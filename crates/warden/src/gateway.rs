@@ -65,6 +65,8 @@ pub struct Gateway {
     pub ready_without_store: bool,
     /// Upstream key hygiene: rotation, leak reconciliation, unmanaged keys, real spend.
     pub hygiene: Arc<crate::hygiene::Hygiene>,
+    /// Open Realtime sessions and per-user session counts (`[realtime]`).
+    pub realtime: Arc<crate::realtime::Sessions>,
 }
 
 impl Gateway {
@@ -305,6 +307,7 @@ impl Gateway {
             store_loaded,
             ready_without_store: config.ready_without_store,
             hygiene,
+            realtime: Arc::new(crate::realtime::Sessions::new(config.realtime.clone())),
         })
     }
 

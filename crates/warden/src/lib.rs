@@ -27,6 +27,7 @@ pub mod notices;
 pub mod openai;
 pub mod pipeline;
 pub mod proxy;
+pub mod realtime;
 pub mod reload;
 pub mod report;
 pub mod routes;

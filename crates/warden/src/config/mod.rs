@@ -17,6 +17,7 @@ pub mod pacing;
 pub mod problems;
 pub mod profiles;
 pub mod raw;
+pub mod realtime;
 pub mod retries;
 pub mod schema;
 pub mod secrets;
@@ -66,6 +67,8 @@ pub struct Config {
     pub events: events::EventsConfig,
     pub spend: spend::SpendConfig,
     pub openai_admin: openai_admin::OpenaiAdminConfig,
+    /// `[realtime]`: the Realtime relay and client secrets.
+    pub realtime: realtime::RealtimeConfig,
 }
 
 /// `[safety]`: content safety policy.

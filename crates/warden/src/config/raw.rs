@@ -137,6 +137,8 @@ pub struct RawConfig {
     pub spend: Option<toml::Value>,
     /// `[openai_admin]`, read in `config/openai_admin.rs`.
     pub openai_admin: Option<toml::Value>,
+    /// `[realtime]`, read in `config/realtime.rs`.
+    pub realtime: Option<toml::Value>,
     /// Sections present in the file (defaults apply differently when a section is explicit).
     pub explicit: Vec<String>,
 }
@@ -161,6 +163,7 @@ const SECTIONS: &[&str] = &[
     "events",
     "spend",
     "openai_admin",
+    "realtime",
 ];
 
 impl RawConfig {
@@ -197,6 +200,7 @@ impl RawConfig {
                 "events" => raw.events = Some(value.clone()),
                 "spend" => raw.spend = Some(value.clone()),
                 "openai_admin" => raw.openai_admin = Some(value.clone()),
+                "realtime" => raw.realtime = Some(value.clone()),
                 "safety" => raw.safety = RawSafety::read(value, name, problems),
                 other => problems.push(other, super::schema::unknown("section", other, SECTIONS)),
             }

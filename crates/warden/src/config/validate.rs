@@ -214,6 +214,7 @@ pub(super) fn validate(raw: &RawConfig, problems: &mut Problems) -> Config {
         abuse: super::abuse::validate(raw.abuse.as_ref(), problems),
         alerts: super::alerts::validate(raw.alerts.as_ref(), problems),
         lockdown: super::lockdown::validate(raw.lockdown.as_ref(), problems),
+        realtime: super::realtime::validate(raw.realtime.as_ref(), problems),
         events: super::events::validate(raw.events.as_ref(), problems),
         spend: super::spend::validate(raw.spend.as_ref(), problems),
         openai_admin: super::openai_admin::validate(raw.openai_admin.as_ref(), problems),

@@ -132,7 +132,11 @@ fn prompt_fields(endpoint: Endpoint) -> &'static [&'static str] {
         Endpoint::Responses => &["instructions", "input", "tools"],
         Endpoint::Completions | Endpoint::ImagesGenerations => &["prompt"],
         Endpoint::Embeddings | Endpoint::Moderations => &["input"],
-        Endpoint::Models | Endpoint::Model | Endpoint::Forward => &[],
+        Endpoint::Models
+        | Endpoint::Model
+        | Endpoint::Forward
+        | Endpoint::Realtime
+        | Endpoint::RealtimeClientSecrets => &[],
         Endpoint::Rest(id) => match id.route().checks {
             crate::routes::Checks::Text(fields) => fields,
             _ => &[],
@@ -221,7 +225,12 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &JsonBody) -> u64 {
             total += field("input").map_or(0, |v| text_or_ids(enc, &v));
         }
         Endpoint::ImagesGenerations => total += field("prompt").map_or(0, |v| text_or_ids(enc, &v)),
-        Endpoint::Models | Endpoint::Model | Endpoint::Forward => {}
+        // A Realtime session's tokens come from its `response.done` usage, not estimated.
+        Endpoint::Models
+        | Endpoint::Model
+        | Endpoint::Forward
+        | Endpoint::Realtime
+        | Endpoint::RealtimeClientSecrets => {}
         // The text fields a REST route's checks read (speech input, edit prompts).
         Endpoint::Rest(id) => {
             if let crate::routes::Checks::Text(fields) = id.route().checks {

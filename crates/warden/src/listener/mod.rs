@@ -101,7 +101,7 @@ pub async fn serve<M, S, B>(
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let connection = connection.into_owned();
                     tokio::pin!(connection);
                     let idle = activity.idle_for(settings.idle_timeout);

@@ -135,6 +135,12 @@ pub fn extract(
         }
         Endpoint::Embeddings => walker.field(body, "input", Walker::text_or_tokens)?,
         Endpoint::ImagesGenerations => walker.field(body, "prompt", Walker::string)?,
+        // A client secret's session config; on a Realtime socket, one client event.
+        Endpoint::RealtimeClientSecrets | Endpoint::Realtime => {
+            walker.field(body, "session", Walker::realtime_config)?;
+            walker.field(body, "response", Walker::realtime_config)?;
+            walker.field(body, "item", Walker::realtime_item)?;
+        }
         // Checking text is what the Moderation endpoint is for; models carry no body.
         Endpoint::Moderations | Endpoint::Models | Endpoint::Model | Endpoint::Forward => {}
         // REST routes: the fields their table row names (speech input, edit and video
@@ -555,6 +561,43 @@ impl Walker {
             }
         }
         Ok(())
+    }
+
+    /// A Realtime session config (or a `response.create`'s overrides): `instructions` and
+    /// tool descriptions are the application's; `input` items are walked like messages.
+    /// The rest (voice, formats, modalities) is configuration, not text.
+    fn realtime_config(&mut self, at: At<'_, '_>, raw: &RawValue) -> Result<(), WardenError> {
+        match JsonKind::of(raw.get()) {
+            JsonKind::Object => {}
+            JsonKind::Null => return Ok(()),
+            other => return Err(wrong_shape(at.path, "an object", other)),
+        }
+        for (key, value) in object(raw, at.path)? {
+            let path = format!("{}.{key}", at.path);
+            let at = at.with_path(&path);
+            match key.as_str() {
+                "instructions" => self.instructions(at, value)?,
+                "tools" => self.descriptions(at, value)?,
+                "prompt" => self.prompt_template(at, value)?,
+                "input" => match JsonKind::of(value.get()) {
+                    JsonKind::Array => self.items(at, value)?,
+                    other => return Err(wrong_shape(&path, "an array of items", other)),
+                },
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One Realtime conversation item (`conversation.item.create`), walked like a message.
+    fn realtime_item(&mut self, at: At<'_, '_>, raw: &RawValue) -> Result<(), WardenError> {
+        let entries = object(raw, at.path)?;
+        let at = At {
+            instructions: from_the_application(&entries),
+            role: role_of(&entries),
+            ..at
+        };
+        self.item_entries(at, &entries)
     }
 
     /// Tool and schema definitions: the application's text the model reads is in their

@@ -108,7 +108,8 @@ impl RequestContext {
         ctx
     }
 
-    /// A context with no client body: one line of a batch file, checked like a request.
+    /// A context with no client body of its own, checked like a request: one line of a
+    /// batch file, or one Realtime client event (the caller sets `raw_body`/`body`).
     pub fn detached(
         request_id: String,
         endpoint: Endpoint,

@@ -19,6 +19,9 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    if crate::realtime::is_socket_request(&request) {
+        return crate::realtime::relay::accept(gateway, request, peer).await;
+    }
     let request_id = new_request_id();
     // The config this request runs on, start to finish, whatever a reload does meanwhile.
     let snapshot = gateway.snapshot();
@@ -72,6 +75,9 @@ pub async fn handle(
             deferred::race(verdict, gateway.upstream.send(&ctx, &mut retries)).await;
         ran = deferred::settle(&mut ctx, stage, settled);
         early = sent;
+    }
+    if ran.is_ok() && ctx.endpoint == Endpoint::RealtimeClientSecrets {
+        ran = crate::realtime::secrets::admit(&gateway, &mut ctx);
     }
     recorder.learn(&ctx);
     // Refused before the safety_identifier stage: the event and log line still name the
@@ -140,7 +146,7 @@ fn leak_alert(gateway: &Gateway, ctx: &RequestContext) {
 
 /// Warden's own answer to a refused or failed request, recorded with its reason. The
 /// event is committed before the answer goes out (bounded by `events.durable_timeout_ms`).
-pub(super) async fn refuse(
+pub(crate) async fn refuse(
     mut recorder: Recorder,
     err: &WardenError,
     request_id: &str,
@@ -161,6 +167,6 @@ pub(super) async fn refuse(
     response.map(ProxyBody::full)
 }
 
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     format!("wrq_{:032x}", fastrand::u128(..))
 }

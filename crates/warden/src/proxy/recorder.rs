@@ -26,6 +26,8 @@ pub struct Recorder {
     /// Flags already written in a `flag` event.
     persisted: usize,
     moderated: bool,
+    /// More named facts for the event's detail (a Realtime session's totals).
+    extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 pub enum Outcome {
@@ -72,6 +74,7 @@ impl Recorder {
             flags: Vec::new(),
             persisted: 0,
             moderated: false,
+            extra: Vec::new(),
         }
     }
 
@@ -159,6 +162,11 @@ impl Recorder {
     /// Adds a finding noticed after the pipeline ran (output checks, retries, the block).
     pub fn note(&mut self, finding: Finding) {
         self.findings.push(finding);
+    }
+
+    /// Adds a named fact to the event's detail (e.g. a Realtime session's token totals).
+    pub fn detail(&mut self, name: &'static str, value: serde_json::Value) {
+        self.extra.push((name, value));
     }
 
     /// Adds a structured finding noticed after the pipeline ran (output moderation).
@@ -258,6 +266,9 @@ impl Recorder {
         }
         if self.moderated {
             detail["moderated"] = true.into();
+        }
+        for (name, value) in self.extra.drain(..) {
+            detail[name] = value;
         }
         record.detail = Some(detail.to_string());
         Some(record)

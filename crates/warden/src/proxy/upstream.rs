@@ -144,7 +144,7 @@ impl Upstream {
     }
 
     /// The upstream URI for a client path under `/v1`.
-    fn uri_for(&self, client_path_and_query: &str) -> Result<Uri, WardenError> {
+    pub(crate) fn uri_for(&self, client_path_and_query: &str) -> Result<Uri, WardenError> {
         let rest = client_path_and_query
             .strip_prefix("/v1")
             .unwrap_or(client_path_and_query);

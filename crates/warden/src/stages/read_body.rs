@@ -48,7 +48,10 @@ impl ReadBody {
         ctx.raw_body = self.collect(ctx, max_bytes).await?;
         let body = JsonBody::parse(&ctx.raw_body)?;
         check_fields(ctx.endpoint, &body)?;
-        let model = body.str_field("model")?;
+        let model = match ctx.endpoint {
+            Endpoint::RealtimeClientSecrets => session_model(&body)?,
+            _ => body.str_field("model")?,
+        };
         if let Some(kind) = model
             .as_deref()
             .and_then(|m| crate::logs::mask::shared()?.secret_in(m))
@@ -178,6 +181,28 @@ impl Stage for ReadBody {
     }
 }
 
+/// A client secret names its model in `session.model`.
+fn session_model(body: &JsonBody) -> Result<Option<String>, WardenError> {
+    let Some(session) = body.raw("session") else {
+        return Ok(None);
+    };
+    let session: serde_json::Value =
+        serde_json::from_str(session.get()).map_err(|_| WardenError::InvalidType {
+            param: "session",
+            expected: "a session object",
+            got: "unreadable JSON",
+        })?;
+    match session.get("model") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(model)) => Ok(Some(model.clone())),
+        Some(_) => Err(WardenError::InvalidType {
+            param: "session.model",
+            expected: "a string",
+            got: "another type",
+        }),
+    }
+}
+
 const TEXT_OR_LIST: &[JsonKind] = &[JsonKind::String, JsonKind::Array];
 
 /// Type checks for the fields Warden reads or rewrites on each endpoint.
@@ -201,7 +226,7 @@ fn check_fields(endpoint: Endpoint, body: &JsonBody) -> Result<(), WardenError> 
             body.expect_kind("input", TEXT_OR_LIST, "a string or an array")
         }
         Endpoint::ImagesGenerations => body.expect_kind("prompt", &[JsonKind::String], "a string"),
-        Endpoint::Models | Endpoint::Model | Endpoint::Forward => Ok(()),
+        Endpoint::Models | Endpoint::Model | Endpoint::Forward | Endpoint::Realtime => Ok(()),
         Endpoint::Rest(id) => match id.route().checks {
             crate::routes::Checks::Text(fields) => {
                 for field in fields {
@@ -216,6 +241,10 @@ fn check_fields(endpoint: Endpoint, body: &JsonBody) -> Result<(), WardenError> 
             ),
             _ => Ok(()),
         },
+        Endpoint::RealtimeClientSecrets => {
+            body.expect_kind("session", &[JsonKind::Object], "a session object")?;
+            body.expect_kind("expires_after", &[JsonKind::Object], "an object")
+        }
     }
 }
 

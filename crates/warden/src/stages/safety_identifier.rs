@@ -11,6 +11,10 @@ use crate::error::WardenError;
 use crate::identity::safety_id::SafetyIdentifiers;
 use crate::pipeline::{RequestContext, Stage, Step, Verdict};
 
+/// Where Realtime takes the end user's identifier (its session config has no field).
+pub const SAFETY_HEADER: http::HeaderName =
+    http::HeaderName::from_static("openai-safety-identifier");
+
 pub struct InjectSafetyIdentifier {
     ids: Arc<SafetyIdentifiers>,
 }
@@ -37,6 +41,12 @@ impl InjectSafetyIdentifier {
         let id = self
             .ids
             .for_user(&key.name, ctx.end_user.as_ref().map(|u| u.id.as_str()));
+        if field == UserField::Header {
+            let value = http::HeaderValue::from_str(&id).map_err(|_| WardenError::Internal)?;
+            ctx.headers.insert(SAFETY_HEADER, value);
+            ctx.safety_identifier = Some(id);
+            return Ok(Verdict::Rewrite);
+        }
         let body = ctx.body.as_mut().ok_or(WardenError::Internal)?;
         match field {
             UserField::SafetyIdentifier => {
@@ -53,7 +63,7 @@ impl InjectSafetyIdentifier {
                 body.remove("safety_identifier");
                 body.set_str("user", &id);
             }
-            UserField::None => {}
+            UserField::None | UserField::Header => {}
         }
         ctx.safety_identifier = Some(id);
         Ok(Verdict::Rewrite)

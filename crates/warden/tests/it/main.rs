@@ -3,14 +3,13 @@
 //! PostgreSQL and Redis. Shared helpers live in `common` and `audit_support`.
 //! `jailbreak_eval` stays a binary of its own: it needs no server.
 
-mod audit_support;
-mod common;
-
 mod abuse;
 mod admin_errors;
 mod audit;
+mod audit_support;
 mod bad_input;
 mod cli_remote;
+mod common;
 mod connections;
 mod dashboard;
 mod enforcement;
@@ -30,6 +29,7 @@ mod outages;
 mod output_filters;
 mod pacing;
 mod proxy;
+mod realtime;
 mod reload;
 mod report;
 mod request_corpus;
