@@ -34,6 +34,7 @@ try {
     offenders: [...document.querySelectorAll("#offenders tbody tr")].map((r) => r.textContent),
     recent: document.querySelectorAll("#recent tbody tr").length,
     error: document.getElementById("error").textContent,
+    hygiene: document.getElementById("hygiene-summary").textContent,
   }));
   await page.click(banSelector);
   await page.waitForSelector(`button[data-user="${user}"][data-action="unban"]`, { timeout: 15000 });

@@ -61,6 +61,14 @@ async fn a_ban_clicked_in_the_dashboard_refuses_the_next_request() {
     assert!(seen["allowed"].as_i64().unwrap() >= 3, "{seen}");
     assert!(seen["blocked"].as_i64().unwrap() >= 1, "{seen}");
     assert!(seen["recent"].as_i64().unwrap() >= 1, "{seen}");
+    // The key-hygiene panel reads its status (no Admin key in this gateway: off, and says how).
+    assert!(
+        seen["hygiene"]
+            .as_str()
+            .unwrap()
+            .starts_with("off: set [openai_admin] key_env"),
+        "{seen}"
+    );
     assert!(
         seen["after_click"].as_str().unwrap().contains("banned"),
         "{seen}"
