@@ -9,7 +9,7 @@ pub mod learned;
 mod literals;
 pub mod normalize;
 mod prefixes;
-mod raw;
+pub mod raw;
 pub mod rules;
 mod scanner;
 mod spaced;
