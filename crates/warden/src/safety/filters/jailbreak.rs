@@ -55,6 +55,11 @@ impl Default for Structural {
 }
 
 impl Structural {
+    /// The learned judge to use instead of the embedded one (`None`: rules and cues only).
+    pub fn set_learned(&mut self, model: Option<super::learned::LinearModel>) {
+        self.learned = model;
+    }
+
     /// `known` are spans other rules already explained (a leaked key is not a payload).
     pub fn score(
         &self,

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod rules;
 mod scanner;
 mod spaced;
+pub mod training;
 
 use std::ops::Range;
 use std::path::PathBuf;
