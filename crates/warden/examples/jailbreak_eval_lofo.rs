@@ -80,9 +80,25 @@ fn main() {
     keys.dedup();
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut genre_tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    // `WARDEN_LOFO_MISTAKES=<file>`: every missed jailbreak and blocked benign row, as
+    // JSON lines, to see what to fix.
+    let mut mistakes = std::env::var_os("WARDEN_LOFO_MISTAKES")
+        .map(|path| std::io::BufWriter::new(std::fs::File::create(path).expect("mistakes file")));
     let mut score_rows = |scanner: &Scanner, pick: &dyn Fn(&Row) -> bool, fold: &mut Normalizer| {
         for (i, r) in rows.iter().enumerate().filter(|(_, r)| pick(r)) {
-            let score = scanner.scan_with(fold, &r.text).jailbreak.score;
+            let found = scanner.scan_with(fold, &r.text).jailbreak;
+            let score = found.score;
+            if let Some(out) = mistakes
+                .as_mut()
+                .filter(|_| r.jailbreak != (score >= block))
+            {
+                let line = serde_json::json!({
+                    "family": r.family, "jailbreak": r.jailbreak, "score": score,
+                    "rules": rules_only[i], "reasons": found.families.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+                    "text": r.text.chars().take(300).collect::<String>(),
+                });
+                std::io::Write::write_all(out, format!("{line}\n").as_bytes()).unwrap();
+            }
             for t in [
                 tallies.entry(r.family.clone()).or_default(),
                 genre_tallies.entry(r.genre.unwrap_or("")).or_default(),
@@ -186,6 +202,35 @@ fn main() {
             .unwrap_or("");
         println!(
             "| {family} | {genre} | {} | {} | {} |",
+            t.rows,
+            Tally::pct(t.blocked, t.rows),
+            Tally::pct(t.flagged, t.rows)
+        );
+    }
+
+    // The detector as shipped (embedded judge, trained on the even half of data/eval only)
+    // on every row it was not trained on.
+    let shipped = Scanner::new(&policy).unwrap();
+    let mut by_family: BTreeMap<&str, Tally> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.eval_dev != Some(true)) {
+        let score = shipped.scan_with(&mut fold, &r.text).jailbreak.score;
+        let t = by_family.entry(r.family.as_str()).or_default();
+        t.rows += 1;
+        t.blocked += usize::from(score >= block);
+        t.flagged += usize::from(score >= flag);
+    }
+    println!("\n### The shipped detector on rows its judge never trained on\n");
+    println!("(data/eval: the held-out odd half only.)\n");
+    println!("| family | label | rows | blocked | flagged |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for (family, t) in &by_family {
+        let label = if is_jailbreak(&rows, family) {
+            "jailbreak"
+        } else {
+            "benign"
+        };
+        println!(
+            "| {family} | {label} | {} | {} | {} |",
             t.rows,
             Tally::pct(t.blocked, t.rows),
             Tally::pct(t.flagged, t.rows)

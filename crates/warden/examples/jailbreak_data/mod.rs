@@ -28,6 +28,12 @@ pub const GENRES: [&str; 6] = [
     "questions about attacks",
 ];
 
+/// Families scored but never trained on. `multilingual-harmful-query` is plain harmful
+/// questions in other languages with no wrapper (the shared README's caveat): it taught
+/// the judge "non-English and asks something → jailbreak" and made it block multilingual
+/// commonsense questions. Harmful requests are the Moderation stage's job.
+pub const NOT_TRAINED: &[&str] = &["multilingual-harmful-query"];
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -133,7 +139,8 @@ pub fn load_all() -> Vec<Row> {
                 jailbreak,
                 family: format!("train:{family}"),
                 genre: (!jailbreak).then(|| train_genre(family)),
-                test_only: license.to_ascii_uppercase().starts_with("GPL"),
+                test_only: license.to_ascii_uppercase().starts_with("GPL")
+                    || NOT_TRAINED.contains(&family),
                 eval_dev: None,
                 set: "train",
             });
