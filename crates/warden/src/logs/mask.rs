@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use regex::bytes::{Captures, Regex};
 
+use crate::safety::filters;
 use crate::safety::filters::rules::{self, Pattern};
 
 /// Patterns only logs need (the request filters have no reason to look for them).
@@ -40,7 +41,10 @@ impl Masker {
             .ok_or("the shipped secret rules are missing")?;
         for rule in rules::parse(origin, text)? {
             if let Pattern::Regex(re) = rule.pattern {
-                parts.push((kind_of(&rule.id), re));
+                // One capture group per part names its kind; a rule's own `secret` group
+                // would shift the numbering (and repeat a name), so it becomes plain.
+                let group = format!("(?P<{}>", filters::raw::SECRET_GROUP);
+                parts.push((kind_of(&rule.id), re.replace(&group, "(?:")));
             }
         }
         let alternation = parts

@@ -35,6 +35,7 @@ mod report;
 mod request_corpus;
 mod routes;
 mod safety_profiles;
+mod secret_rules;
 mod spend;
 mod streaming;
 mod tokens;

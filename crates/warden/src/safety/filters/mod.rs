@@ -9,10 +9,11 @@ pub mod learned;
 mod literals;
 pub mod normalize;
 mod prefixes;
-mod raw;
+pub mod raw;
 pub mod rules;
 mod scanner;
 mod spaced;
+pub mod training;
 
 use std::ops::Range;
 use std::path::PathBuf;

@@ -17,9 +17,14 @@ enum Run {
     Shared(usize),
 }
 
+/// The capture group that names the part of a match to report (and redact): a labelled
+/// secret (`aws_secret_access_key = …`) is found by its label, but only the value is secret.
+pub const SECRET_GROUP: &str = "secret";
+
 pub struct RawRules {
-    /// In rule order, so findings come out in the order the rules were written.
-    rules: Vec<(usize, Regex, Run)>,
+    /// In rule order, so findings come out in the order the rules were written; the flag
+    /// says the rule has a `secret` group to narrow its matches to.
+    rules: Vec<(usize, Regex, Run, bool)>,
     shared: Option<RegexSet>,
 }
 
@@ -39,7 +44,8 @@ impl RawRules {
                 shared.push(pattern);
                 Run::Shared(shared.len() - 1)
             };
-            compiled.push((index, re, run));
+            let narrows = re.capture_names().flatten().any(|n| n == SECRET_GROUP);
+            compiled.push((index, re, run, narrows));
         }
         let shared = if shared.is_empty() {
             None
@@ -59,14 +65,19 @@ impl RawRules {
     /// Calls `each` with the rule index and span of every match, rule by rule.
     pub fn for_each_match<'t>(&self, text: &'t str, mut each: impl FnMut(usize, Match<'t>)) {
         let shared = self.shared.as_ref().map(|set| set.matches(text));
-        for (index, re, run) in &self.rules {
+        for (index, re, run, narrows) in &self.rules {
             if let (Run::Shared(i), Some(matched)) = (run, &shared) {
                 if !matched.matched(*i) {
                     continue;
                 }
             }
             for m in re.find_iter(text) {
-                each(*index, m);
+                // Captures cost more than a find, so they run only on the (rare) matches.
+                let narrowed = narrows
+                    .then(|| re.captures_at(text, m.start()))
+                    .flatten()
+                    .and_then(|caps| caps.name(SECRET_GROUP));
+                each(*index, narrowed.unwrap_or(m));
             }
         }
     }
@@ -76,7 +87,7 @@ impl RawRules {
     fn alone(&self) -> usize {
         self.rules
             .iter()
-            .filter(|(_, _, run)| matches!(run, Run::Alone))
+            .filter(|(_, _, run, _)| matches!(run, Run::Alone))
             .count()
     }
 }
@@ -143,5 +154,19 @@ mod tests {
             ]
         );
         assert!(spans(&rules, "nothing here").is_empty());
+    }
+
+    #[test]
+    fn a_secret_group_narrows_the_match_to_the_value() {
+        let rules = RawRules::new(vec![(
+            0,
+            "labelled",
+            r"token\s*=\s*(?P<secret>[a-z0-9]{6,})".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(
+            spans(&rules, "a token = abc123def and token=zz"),
+            vec![(0, "abc123def".to_owned())]
+        );
     }
 }

@@ -54,6 +54,8 @@ pub enum Scope {
 pub enum Check {
     /// Payment card numbers: 13-19 digits passing the Luhn checksum.
     Luhn,
+    /// A labelled value that reads like a credential, not code or a placeholder.
+    Credential,
 }
 
 #[derive(Debug, Clone, PartialEq)]

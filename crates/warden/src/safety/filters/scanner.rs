@@ -147,6 +147,13 @@ impl Scanner {
         })
     }
 
+    /// Replaces the learned judge (the trainer and the leave-one-family-out evaluation try
+    /// models other than the embedded one; `None` leaves rules and structural cues).
+    pub fn with_learned(mut self, model: Option<super::learned::LinearModel>) -> Scanner {
+        self.structural.set_learned(model);
+        self
+    }
+
     pub fn jailbreak_policy(&self) -> JailbreakPolicy {
         self.jailbreak
     }
