@@ -14,6 +14,32 @@ use crate::error::WardenError;
 use crate::gateway::Gateway;
 use crate::pipeline::{deferred, Finding, RequestContext};
 
+/// What every request does once its pipeline ran, an HTTP call or a Realtime handshake:
+/// the event learns the context, a refused end user is still named by identifier (never
+/// by the raw id alone), and the abuse detectors and the key-country tracker see it.
+pub(crate) fn observe_pipeline(
+    gateway: &Gateway,
+    ctx: &RequestContext,
+    ran: &Result<(), WardenError>,
+    recorder: &mut Recorder,
+) {
+    recorder.learn(ctx);
+    if let (Err(_), None, Some(key), Some(user)) = (
+        ran,
+        &ctx.safety_identifier,
+        ctx.key_name(),
+        ctx.end_user.as_ref(),
+    ) {
+        recorder.identify(gateway.enforcement.safety_identifier(key, &user.id));
+    }
+    gateway.abuse.observe(ctx, ran.as_ref().err());
+    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
+        gateway
+            .key_countries
+            .observe(key, country, ctx.client_ip, &ctx.request_id);
+    }
+}
+
 pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
@@ -79,23 +105,7 @@ pub async fn handle(
     if ran.is_ok() && ctx.endpoint == Endpoint::RealtimeClientSecrets {
         ran = crate::realtime::secrets::admit(&gateway, &mut ctx);
     }
-    recorder.learn(&ctx);
-    // Refused before the safety_identifier stage: the event and log line still name the
-    // end user by identifier, never by the raw id alone.
-    if let (Err(_), None, Some(key), Some(user)) = (
-        &ran,
-        &ctx.safety_identifier,
-        ctx.key_name(),
-        ctx.end_user.as_ref(),
-    ) {
-        recorder.identify(gateway.enforcement.safety_identifier(key, &user.id));
-    }
-    gateway.abuse.observe(&ctx, ran.as_ref().err());
-    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
-        gateway
-            .key_countries
-            .observe(key, country, ctx.client_ip, &ctx.request_id);
-    }
+    observe_pipeline(&gateway, &ctx, &ran, &mut recorder);
     if let Err(err) = ran {
         leak_alert(&gateway, &ctx);
         recorder.blocked_by(&err, &ctx);

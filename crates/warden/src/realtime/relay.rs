@@ -83,22 +83,9 @@ pub async fn accept(
     ctx.model = model;
     let mut recorder = recorder;
     let ran = snapshot.pipeline.run(&mut ctx).await;
-    recorder.learn(&ctx);
     // Like an HTTP request: volume and key-sharing signals see every handshake.
-    gateway.abuse.observe(&ctx, ran.as_ref().err());
-    if let (Some(key), Some(country)) = (ctx.key_name(), ctx.country) {
-        gateway
-            .key_countries
-            .observe(key, country, ctx.client_ip, &ctx.request_id);
-    }
+    crate::proxy::handler::observe_pipeline(&gateway, &ctx, &ran, &mut recorder);
     if let Err(err) = ran {
-        if let (None, Some(key), Some(user)) = (
-            &ctx.safety_identifier,
-            ctx.key_name(),
-            ctx.end_user.as_ref(),
-        ) {
-            recorder.identify(gateway.enforcement.safety_identifier(key, &user.id));
-        }
         recorder.blocked_by(&err, &ctx);
         return refuse(recorder, &err, &ctx.request_id).await;
     }

@@ -34,17 +34,7 @@ impl ReadBody {
             Plan::Form => return self.form(ctx, max_bytes).await,
             Plan::Json => {}
         }
-        if let Some(encoding) = ctx.header("content-encoding") {
-            if !encoding.eq_ignore_ascii_case("identity") {
-                return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
-            }
-        }
-        let declared = ctx
-            .header("content-length")
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max_bytes as u64) {
-            return Err(WardenError::BodyTooLarge { limit: max_bytes });
-        }
+        refuse_before_reading(ctx, max_bytes)?;
         ctx.raw_body = self.collect(ctx, max_bytes).await?;
         let body = JsonBody::parse(&ctx.raw_body)?;
         check_fields(ctx.endpoint, &body)?;
@@ -127,17 +117,7 @@ impl ReadBody {
     /// A body relayed as it arrives: a declared length over the cap is refused here, an
     /// undeclared one is cut off at the cap on the way.
     fn stream(&self, ctx: &mut RequestContext, max_bytes: usize) -> StageResult {
-        if let Some(encoding) = ctx.header("content-encoding") {
-            if !encoding.eq_ignore_ascii_case("identity") {
-                return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
-            }
-        }
-        let declared = ctx
-            .header("content-length")
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max_bytes as u64) {
-            return Err(WardenError::BodyTooLarge { limit: max_bytes });
-        }
+        refuse_before_reading(ctx, max_bytes)?;
         if let Some(incoming) = ctx.incoming.take() {
             if let Ok(mut slot) = ctx.streamed.lock() {
                 *slot = Some(Limited::new(incoming, max_bytes));
@@ -246,6 +226,24 @@ fn check_fields(endpoint: Endpoint, body: &JsonBody) -> Result<(), WardenError> 
             body.expect_kind("expires_after", &[JsonKind::Object], "an object")
         }
     }
+}
+
+/// What can be refused from the headers alone, before a byte of the body is read: a
+/// compressed body (its checks would read compressed bytes) and a declared length over
+/// the cap.
+fn refuse_before_reading(ctx: &RequestContext, max_bytes: usize) -> Result<(), WardenError> {
+    if let Some(encoding) = ctx.header("content-encoding") {
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(WardenError::UnsupportedEncoding(encoding.to_owned()));
+        }
+    }
+    let declared = ctx
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes as u64) {
+        return Err(WardenError::BodyTooLarge { limit: max_bytes });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
