@@ -85,9 +85,11 @@ pub async fn serve<M, S, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::new();
+                let admitted = Arc::new(admitted);
                 let service = Tracking {
                     inner: make_service(peer),
                     activity: activity.clone(),
+                    admitted: admitted.clone(),
                 };
                 let builder = builder.clone();
                 let mut stop = stopped.clone();
@@ -205,7 +207,14 @@ impl Drop for InFlight {
 struct Tracking<S> {
     inner: S,
     activity: Arc<Activity>,
+    admitted: Arc<gate::Admitted>,
 }
+
+/// The connection's place under the listener's caps, in every request's extensions: a
+/// request that takes the connection over (a WebSocket upgrade) keeps it, so the caps
+/// still count the connection after hyper lets go of it.
+#[derive(Clone)]
+pub struct ConnectionPlace(pub Arc<gate::Admitted>);
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -218,7 +227,10 @@ where
     type Error = S::Error;
     type Future = Boxed<Result<Self::Response, S::Error>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(ConnectionPlace(self.admitted.clone()));
         let in_flight = InFlight::start(&self.activity);
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -45,6 +45,11 @@ pub async fn accept(
     let request_id = new_request_id();
     let snapshot = gateway.snapshot();
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // Held by the session: the listener's connection caps count it until it ends.
+    let place = request
+        .extensions()
+        .get::<crate::listener::ConnectionPlace>()
+        .cloned();
     let (mut parts, incoming) = request.into_parts();
     let ip = client_ip(peer.ip(), &parts.headers, &snapshot.trusted_proxies);
     let recorder = Recorder::new(
@@ -135,6 +140,7 @@ pub async fn accept(
         slot,
     };
     tokio::spawn(async move {
+        let _place = place;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let client = WebSocketStream::from_raw_socket(

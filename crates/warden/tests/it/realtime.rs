@@ -450,3 +450,53 @@ async fn an_oversized_frame_closes_the_session() {
         .iter()
         .any(|e| e["type"] == "input_audio_buffer.append"));
 }
+
+/// An upgraded session keeps its connection's place under the listener's caps: with two
+/// connections allowed per client address, two open sessions leave no room for a third
+/// connection until one of them ends.
+#[tokio::test]
+async fn open_sessions_count_against_the_connection_caps() {
+    let w = Warden::start_with(Options {
+        extra_toml: POLICY.into(),
+        server_toml: format!(
+            "{}max_connections_per_ip = 2\n",
+            Options::default().server_toml
+        ),
+        moderation: true,
+        ..Default::default()
+    });
+    let first = connect(&w, "cap-alice").await.expect("first session opens");
+    let _second = connect(&w, "cap-bob").await.expect("second session opens");
+    let answer = raw_get(&w, "/healthz").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw_get(&w, "/v1/models").await;
+        if !answer.contains("too_many_connections") {
+            assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ended session's place was never freed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request on a fresh connection, read to the end: the listener may refuse a
+/// connection before reading anything, which an HTTP client reports as an error.
+async fn raw_get(w: &Warden, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = w.base.trim_start_matches("http://").trim_end_matches("/v1");
+    let host = host.split('/').next().unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {APP_KEY}\r\nconnection: close\r\n\r\n");
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
