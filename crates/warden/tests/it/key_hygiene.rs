@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -344,28 +343,7 @@ async fn a_scheduled_rotation_under_load_fails_no_request_and_deletes_the_old_ke
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for worker in 0..4 {
-        let (stop, url) = (stop.clone(), w.url("/v1/chat/completions"));
-        load.push(tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let status = client()
-                    .post(&url)
-                    .bearer_auth(APP_KEY)
-                    .header("x-warden-user", format!("load-{worker}"))
-                    .json(&chat_body())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16();
-                statuses.push(status);
-            }
-            statuses
-        }));
-    }
+    let load = ChatLoad::start(&w, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The key was added 31 days ago: the schedule (every 30 days) makes it due now.
     let url = format!("sqlite://{}", w.dir.path().join("warden.db").display());
@@ -407,11 +385,7 @@ async fn a_scheduled_rotation_under_load_fails_no_request_and_deletes_the_old_ke
         deleted.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    for worker in load {
-        statuses.extend(worker.await.unwrap());
-    }
+    let statuses = load.stop().await;
     let failed = statuses.iter().filter(|s| **s != 200).count();
     eprintln!(
         "{} requests during the rotation, {failed} failed",

@@ -2,8 +2,6 @@
 //! master key stops Warden before it uses any key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -38,28 +36,7 @@ async fn rotating_the_upstream_key_under_load_fails_no_request() {
     });
     // OpenAI accepts both keys until the old one is revoked there.
     w.standin.accept_also(NEW_UPSTREAM_KEY);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for worker in 0..4 {
-        let (stop, url) = (stop.clone(), w.url("/v1/chat/completions"));
-        load.push(tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let status = client()
-                    .post(&url)
-                    .bearer_auth(APP_KEY)
-                    .header("x-warden-user", format!("load-{worker}"))
-                    .json(&chat_body())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16();
-                statuses.push(status);
-            }
-            statuses
-        }));
-    }
+    let load = ChatLoad::start(&w, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let config = w.config_path.to_str().unwrap().to_owned();
     let cli = w.clone_cli_env();
@@ -83,11 +60,7 @@ async fn rotating_the_upstream_key_under_load_fails_no_request() {
     );
     // Gateways pick the new key up within a second; keep the load on a little longer.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    for worker in load {
-        statuses.extend(worker.await.unwrap());
-    }
+    let statuses = load.stop().await;
     let failed = statuses.iter().filter(|s| **s != 200).count();
     let mut other: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
     other.dedup();

@@ -404,3 +404,50 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Chat requests from `workers` clients (end users `load-N`, app key) back to back until
+/// stopped; every answer's status is kept.
+pub struct ChatLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Vec<u16>>>,
+}
+
+impl ChatLoad {
+    pub fn start(w: &Warden, workers: usize) -> ChatLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|worker| {
+                let (stop, url) = (stop.clone(), w.url("/v1/chat/completions"));
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let status = client()
+                            .post(&url)
+                            .bearer_auth(APP_KEY)
+                            .header("x-warden-user", format!("load-{worker}"))
+                            .json(&chat_body())
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                            .as_u16();
+                        statuses.push(status);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        ChatLoad { stop, workers }
+    }
+
+    /// Stops the clients and returns every status they got.
+    pub async fn stop(self) -> Vec<u16> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut statuses = Vec::new();
+        for worker in self.workers {
+            statuses.extend(worker.await.unwrap());
+        }
+        statuses
+    }
+}
