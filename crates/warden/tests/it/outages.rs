@@ -463,14 +463,8 @@ async fn starts_while_postgres_is_down_and_catches_up_when_it_returns() {
         .to_str()
         .unwrap()
         .to_owned();
-    let keys = client()
-        .get(format!("{}/admin/v1/keys", w.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(keys.status(), 503);
-    let error: serde_json::Value = keys.json().await.unwrap();
+    let (status, error) = admin_get_with_status(&w, "/admin/v1/keys").await;
+    assert_eq!(status, 503);
     assert_eq!(error["error"]["code"], "store_unavailable", "{error}");
 
     // An operator who wants the replica in rotation meanwhile says so.
@@ -538,13 +532,8 @@ async fn starts_while_postgres_is_down_and_catches_up_when_it_returns() {
     let stored_secret =
         pg.query("SELECT count(*) FROM settings WHERE name = 'safety_identifier_secret'");
     assert_eq!(stored_secret, vec!["1".to_owned()]);
-    let keys = client()
-        .get(format!("{}/admin/v1/keys", w.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(keys.status(), 200);
+    let (status, _) = admin_get_with_status(&w, "/admin/v1/keys").await;
+    assert_eq!(status, 200);
     // The first process was killed during the outage; its spooled event is replayed.
     let answered = vec![(first_id, 200)];
     let lost = wait_until_stored("started without the store", &answered, || {

@@ -363,15 +363,18 @@ pub async fn metrics_text(w: &Warden) -> String {
 
 /// An admin API GET with the admin token, as JSON (whatever the status).
 pub async fn admin_get(w: &Warden, path: &str) -> serde_json::Value {
-    client()
+    admin_get_with_status(w, path).await.1
+}
+
+/// An admin API GET with the admin token: the status and the JSON body.
+pub async fn admin_get_with_status(w: &Warden, path: &str) -> (u16, serde_json::Value) {
+    let answer = client()
         .get(format!("{}{path}", w.admin))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
 }
 
 /// A GET of an open admin-listener path (`/readyz`, `/healthz`), as JSON.
